@@ -1,0 +1,126 @@
+"""The nightly retrain: validate -> train -> evaluate -> export -> gate -> publish (promote if passed).
+
+    python -m flows.retrain --preset demo
+    python -m flows.retrain --preset demo --set train.epochs=2 --set gate.min.accuracy=0.9
+    python -m flows.retrain --preset demo --set data.root=/data/shapes --store s3://models/visionflow
+
+No server is needed (Prefect runs an ephemeral one); with PREFECT_API_URL set, the run shows in the UI.
+The last stdout line is a JSON summary; the exit code is 0 when a version was published and the gate
+passed, 1 when validation, training or the gate failed, 2 for a bad configuration.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
+from ml.config import RunConfig, load_config
+from tasks.data import validate_data
+from tasks.evaluation import evaluate_model, export_model, gate_model
+from tasks.registry import publish_model
+from tasks.reporting import publish_artifacts, write_report
+from tasks.training import train_model
+
+
+class GateFailed(RuntimeError):
+    """The candidate was published but not promoted; carries the run summary."""
+
+    def __init__(self, summary: dict[str, Any]):
+        failed = [r["rule"] for r in summary["gate"]["rules"] if not r["passed"]]
+        super().__init__(f"gate failed for {summary['model']} {summary['version']}: {', '.join(failed)}")
+        self.summary = summary
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    """One directory per flow run: a Prefect retry of the same run finds its checkpoints again."""
+    return cfg.storage.workdir / cfg.name / str(flow_run.get_id() or uuid.uuid4())
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Retrain the model of a preset; `overrides` are dotted keys, e.g. {"train.epochs": 2}."""
+    cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
+    run_dir = run_dir_for(cfg)
+
+    # 1. data: index, check, split (stops the run on unreadable images or empty classes)
+    prepared = validate_data(cfg, run_dir)
+    # 2. train: best checkpoint by train.monitor, resumable
+    trained = train_model(cfg, prepared, run_dir)
+    # 3. evaluate on the validation split
+    evaluation = evaluate_model(cfg, prepared, trained, run_dir)
+    # 4. export to ONNX, parity-checked against torch
+    exported = export_model(cfg, prepared, trained, run_dir)
+    # 5. gate: absolute thresholds from config
+    gate = gate_model(cfg, evaluation)
+    # 6. publish the version; `production` moves only if the gate passed
+    facts = {
+        "dataset": prepared.root,
+        "fingerprint": prepared.fingerprint[:16],
+        "train/val": _sizes(prepared),
+        "device": trained.device,
+        "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
+        "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}",
+    }
+    report_md = write_report(cfg.name, evaluation, gate, facts, run_dir / "report.md")
+    published = publish_model(cfg, prepared, trained, evaluation, exported, gate, report_md)
+
+    summary = {
+        "model": cfg.name,
+        "version": published.version,
+        "promoted": published.promoted,
+        "production": published.production,
+        "gate": gate.to_dict(),
+        "metrics": evaluation.scalars(),
+        "store": cfg.storage.uri,
+        "version_uri": published.version_uri,
+    }
+    publish_artifacts(cfg.name, evaluation, gate, _summary_markdown(summary, report_md))
+    if not gate.passed:
+        raise GateFailed(summary)
+    return summary
+
+
+def _sizes(prepared) -> str:
+    return "/".join(str(sum(prepared.counts[s].values())) for s in ("train", "val"))
+
+
+def _summary_markdown(summary: dict[str, Any], report_md: Path) -> str:
+    verdict = "promoted to production" if summary["promoted"] else "NOT promoted (gate failed)"
+    head = (
+        f"**{summary['model']} {summary['version']}**: {verdict}; production is now "
+        f"`{summary['production']}`.\n\nModel: `{summary['version_uri']}/model.onnx`\n\n"
+    )
+    return head + report_md.read_text()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = run_parser(__doc__).parse_args(argv)
+    overrides = overrides_of(args)
+    cfg = resolve_or_exit(args.preset, overrides)
+    state = retrain(args.preset, overrides, return_state=True)
+    if state.is_completed():
+        summary = state.result()
+    else:
+        err = state.result(raise_on_failure=False)
+        if not isinstance(err, GateFailed):
+            print(f"retrain failed: {err}", file=sys.stderr)
+            print_summary({"model": cfg.name, "promoted": False, "error": str(err)})
+            return 1
+        summary = err.summary
+    print(f"gate:       {summary['gate']['verdict']}")
+    print(f"version:    {summary['version']} ({'promoted' if summary['promoted'] else 'not promoted'})")
+    print(f"production: {summary['production']}")
+    print(f"model:      {summary['version_uri']}/model.onnx")
+    print(f"reports:    {summary['version_uri']}/report.md, metadata.json, plots/")
+    print_summary(summary)
+    return 0 if summary["promoted"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

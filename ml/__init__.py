@@ -1,0 +1,1 @@
+"""visionflow ML code: plain numpy/pandas/PIL/torch, no Prefect."""

@@ -1,0 +1,93 @@
+"""Classification steps over a prepared split: train, evaluate (metrics + plots), export to ONNX.
+
+Each step takes the run's config, the prepared split and a run directory, and returns a small record,
+so the Prefect tasks that wrap them pass paths and numbers, never tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ml.augment import build_transforms
+from ml.config import RunConfig
+from ml.data.prepare import PreparedData
+from ml.dataset import ImageDataset, load_resized, make_loader
+from ml.evaluate import classification_metrics, predict
+from ml.export import ExportResult, export_checked
+from ml.models import pick_device
+from ml.plots import confusion_png, curves_png
+from ml.train import TrainResult, fit, load_trained
+
+
+def load_split(cfg: RunConfig, prepared: PreparedData, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded, resized uint8 images and class indices of one split, cached beside split.csv."""
+    d = cfg.data
+    cache = Path(prepared.split_csv).with_name(f"{side}_{d.image_size}px_{d.channels}ch.npz")
+    if cache.exists():
+        with np.load(cache) as z:
+            return z["images"], z["targets"]
+    frame = pd.read_csv(prepared.split_csv, keep_default_na=False)
+    frame = frame[frame["split"] == side]
+    index = {c: i for i, c in enumerate(prepared.classes)}
+    images = load_resized(frame, d.channels, d.image_size)
+    targets = frame["label"].map(index).to_numpy(np.int64)
+    np.savez(cache, images=images, targets=targets)
+    return images, targets
+
+
+def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset, ImageDataset]:
+    aug = cfg.train.augment
+    train = ImageDataset(*load_split(cfg, prepared, "train"), build_transforms(aug, cfg.data.image_size, True))
+    val = ImageDataset(*load_split(cfg, prepared, "val"))
+    return train, val
+
+
+def train_classifier(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
+    train_ds, val_ds = datasets(cfg, prepared)
+    return fit(cfg, train_ds, val_ds, prepared.classes, run_dir)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict  # see ml.evaluate.classification_metrics
+    metrics_path: str
+    plots: dict[str, str]  # name -> PNG path
+
+    def scalars(self) -> dict[str, float | None]:
+        """The headline numbers (what gates and summaries show)."""
+        return {k: v for k, v in self.metrics.items() if isinstance(v, float | int | type(None)) and k != "n"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> Evaluation:
+    """Best checkpoint on the validation split: metrics JSON, confusion matrix and training curves PNGs."""
+    device = pick_device(cfg.train.device)
+    model, classes = load_trained(Path(train.best_checkpoint), cfg, device)
+    _, val_ds = datasets(cfg, prepared)
+    loader = make_loader(val_ds, cfg.train.batch_size, False, cfg.train.num_workers, cfg.train.seed)
+    probs, targets = predict(model, loader, device)
+    metrics = classification_metrics(targets, probs, classes)
+    metrics_path = run_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=1))
+    plots = {
+        "confusion": str(confusion_png(metrics["confusion"], classes, run_dir / "plots" / "confusion.png")),
+        "curves": str(curves_png(train.history, run_dir / "plots" / "curves.png")),
+    }
+    return Evaluation(metrics, str(metrics_path), plots)
+
+
+def export_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> ExportResult:
+    """ONNX of the best checkpoint; parity checked on a real validation batch."""
+    model, _ = load_trained(Path(train.best_checkpoint), cfg, "cpu")
+    _, val_ds = datasets(cfg, prepared)
+    n = min(cfg.export.parity_batch, len(val_ds))
+    batch = torch.stack([val_ds[i][0] for i in range(n)])
+    return export_checked(model, batch, run_dir / "model.onnx", cfg.export.opset, cfg.export.parity_tolerance)

@@ -1,0 +1,1 @@
+"""Datasets: indexing the supported layouts, splitting, and the generated demo set."""

@@ -1,0 +1,83 @@
+"""From a DataConfig to a split table on disk: generate (demo), index, check, split, fingerprint.
+
+Later steps read `split.csv` (path, row, label, group, split), so every step of one run sees the
+same samples, and a re-run of a crashed flow sees them too.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ml.config import DataConfig
+from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
+from ml.data.splits import assign_splits
+from ml.data.synthetic import make_shapes_dataset
+
+
+@dataclass
+class PreparedData:
+    split_csv: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # split -> class -> images
+    fingerprint: str
+    root: str
+    generated: bool  # the synthetic generator wrote the dataset in this run
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def unreadable_files(frame: pd.DataFrame, channels: int) -> list[tuple[str, str]]:
+    """(file, decoder error) for every sample that does not decode; reads each file once, in threads."""
+
+    def check(item: tuple[str, int]) -> tuple[str, str] | None:
+        try:
+            load_image(item[0], item[1], channels)
+        except DatasetError as err:
+            return item[0], str(err)
+        return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = pool.map(check, zip(frame["path"], frame["row"], strict=True))
+    return [f for f in found if f is not None]
+
+
+def check_basic(frame: pd.DataFrame, cfg: DataConfig, classes: list[str]) -> None:
+    """Every image readable, every class non-empty; raises DatasetError naming the files and the rule."""
+    problems = []
+    empty = [c for c in classes if not (frame["label"] == c).any()]
+    if empty:
+        problems.append(f"rule 'every class non-empty' broken in {cfg.root}: no images for {empty}")
+    bad = unreadable_files(frame, cfg.channels)
+    if bad:
+        shown = "\n".join(f"  {path}: {err}" for path, err in bad[:20])
+        problems.append(f"rule 'every image readable' broken by {len(bad)} file(s) (first 20):\n{shown}")
+    if problems:
+        raise DatasetError("\n".join(problems))
+
+
+def prepare_dataset(cfg: DataConfig, out_dir: Path) -> PreparedData:
+    """Index, check and split the dataset of `cfg`; writes out_dir/split.csv."""
+    generated = False
+    if cfg.synthetic is not None and not cfg.root.exists():
+        make_shapes_dataset(cfg.root, cfg.synthetic)
+        generated = True
+    frame = index_dataset(cfg)
+    classes = class_names(frame, cfg)
+    check_basic(frame, cfg, classes)
+    split = assign_splits(frame, cfg)
+    for side in ("train", "val"):
+        if not (split["split"] == side).any():
+            raise DatasetError(f"{cfg.root}: the {side} split is empty (val_fraction={cfg.val_fraction})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split_csv = out_dir / "split.csv"
+    split.to_csv(split_csv, index=False)
+    counts = {
+        side: {c: int(((split["split"] == side) & (split["label"] == c)).sum()) for c in classes}
+        for side in ("train", "val")
+    }
+    return PreparedData(str(split_csv), classes, counts, dataset_fingerprint(split), str(cfg.root), generated)

@@ -1,0 +1,60 @@
+"""One factory for every network: any timm model by name, with the data's channels and classes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ml.config import ModelConfig
+from ml.torchvision_shim import ensure_torchvision
+
+ensure_torchvision()
+import timm  # noqa: E402  (timm imports torchvision, which needs the shim on CPU torch)
+
+
+class ImageClassifier(nn.Module):
+    """Backbone plus its input normalisation, so the exported graph takes plain [0,1] pixels."""
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone((x - self.mean) / self.std)
+
+
+def build_model(cfg: ModelConfig, in_chans: int, num_classes: int) -> ImageClassifier:
+    """A timm classifier by name; an unknown name fails loudly with timm's close matches."""
+    if not timm.is_model(cfg.name):
+        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
+        raise ValueError(f"unknown model {cfg.name!r}; similar timm models: {close}")
+    backbone = timm.create_model(
+        cfg.name, pretrained=cfg.pretrained, in_chans=in_chans, num_classes=num_classes, drop_rate=cfg.drop_rate
+    )
+    mean, std = _channel_stats(backbone.pretrained_cfg, in_chans)
+    return ImageClassifier(backbone, mean, std)
+
+
+def _channel_stats(pretrained_cfg: dict, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The backbone's own mean/std (ImageNet for most), averaged when the input is grayscale."""
+    mean = tuple(pretrained_cfg.get("mean", (0.5, 0.5, 0.5)))
+    std = tuple(pretrained_cfg.get("std", (0.25, 0.25, 0.25)))
+    if in_chans != len(mean):
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    return mean, std
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA > MPS > CPU when `auto`; an explicit choice that is not available is an error, not a fallback."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[requested]:
+        raise RuntimeError(f"train.device={requested} requested but no {requested} device is available")
+    return torch.device(requested)

