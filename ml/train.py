@@ -80,6 +80,12 @@ def _scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int
     return None, False
 
 
+def _resumed_schedule(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
+    """Progress from the checkpoint, length from the current config (a resumed run may have more epochs)."""
+    length_keys = ("total_steps", "T_max", "_schedule_phases")
+    return {**saved, **{k: v for k, v in fresh.items() if k in length_keys}}
+
+
 def _improved(value: float, best: float | None, monitor: str) -> bool:
     if best is None:
         return True
@@ -153,7 +159,7 @@ def fit(
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if sched is not None:
-            sched.load_state_dict(ckpt["scheduler"])
+            sched.load_state_dict(_resumed_schedule(ckpt["scheduler"], sched.state_dict()))
         scaler.load_state_dict(ckpt["scaler"])
         state = {k: ckpt[k] for k in state}
         resumed_from = state["epoch"]

@@ -34,3 +34,12 @@ def tiny_overrides(tmp: Path, **extra) -> dict:
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> RunConfig:
     return load_config("demo", tiny_overrides(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for the flow tests, stopped inside the session (not at interpreter exit)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -1,0 +1,44 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ml.config import ModelConfig
+from ml.models import build_model, pick_device
+from ml.torchvision_shim import ensure_torchvision
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_any_timm_model_with_channels_and_classes(in_chans):
+    model = build_model(ModelConfig(name="resnet10t"), in_chans=in_chans, num_classes=5).eval()
+    assert model(torch.rand(2, in_chans, 32, 32)).shape == (2, 5)
+    assert model.mean.shape == (1, in_chans, 1, 1)
+
+
+def test_unknown_model_fails_loudly():
+    with pytest.raises(ValueError, match="unknown model 'resnet10x'"):
+        build_model(ModelConfig(name="resnet10x"), in_chans=3, num_classes=2)
+
+
+def test_auto_device_and_unavailable_device():
+    assert pick_device("auto").type in {"cuda", "mps", "cpu"}
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no cuda device"):
+            pick_device("cuda")
+
+
+def test_torchvision_shim_is_a_no_op_once_torchvision_imports():
+    # ml.models already imported torchvision (patched or not): a second call must change nothing
+    assert ensure_torchvision() is False
+
+
+def test_torchvision_shim_patches_only_when_the_extension_is_missing():
+    code = (
+        "from ml.torchvision_shim import ensure_torchvision; "
+        "patched = ensure_torchvision(); import timm, torchvision; "
+        "from torchvision.extension import _has_ops; print(patched, _has_ops())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    patched, has_ops = out[0] == "True", out[1] == "True"
+    assert patched != has_ops  # patched exactly when the compiled ops are missing (CPU torch + CUDA torchvision)

@@ -1,0 +1,101 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml.checkpoint import load_checkpoint
+from ml.classifier import datasets
+from ml.config import load_config
+from ml.data.prepare import prepare_dataset
+from ml.train import class_weights, fit
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture
+def prepared(tiny_cfg, tmp_path):
+    return prepare_dataset(tiny_cfg.data, tmp_path / "prep")
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_continues_after_the_last_finished_epoch(tiny_cfg, prepared, tmp_path):
+    cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(update={"epochs": 3})})
+    train_ds, val_ds = datasets(cfg, prepared)
+    run_dir = tmp_path / "run"
+
+    def crash_after_two(row):
+        if row["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(cfg, train_ds, val_ds, prepared.classes, run_dir, on_epoch=crash_after_two)
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+    seen = []
+    result = fit(cfg, train_ds, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
+    assert result.resumed_from == 2
+    assert seen == [3]  # only the missing epoch ran
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert json.loads((run_dir / "history.json").read_text())[-1]["epoch"] == 3
+
+
+def test_no_resume_starts_over(tiny_cfg, prepared, tmp_path):
+    train_ds, val_ds = datasets(tiny_cfg, prepared)
+    fit(tiny_cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.resume": False}))
+    result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    assert result.resumed_from is None and len(result.history) == cfg.train.epochs
+
+
+def test_best_checkpoint_holds_the_best_epoch(tiny_cfg, prepared, tmp_path):
+    train_ds, val_ds = datasets(tiny_cfg, prepared)
+    result = fit(tiny_cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    best = load_checkpoint(Path(result.best_checkpoint))
+    scores = [h["val_macro_f1"] for h in result.history]
+    assert best["epoch"] == result.best_epoch == 1 + int(np.argmax(scores))
+    assert result.best_metric == pytest.approx(max(scores))
+    assert best["classes"] == prepared.classes
+
+
+def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
+    # lr ~0 on a LayerNorm model (no BatchNorm statistics to drift): the metric is flat after epoch 1,
+    # so patience 1 stops after epoch 2
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.epochs": 6, "train.lr": 1e-12,
+                                                          "model.name": "convnext_atto",
+                                                          "train.early_stopping": 1, "train.scheduler": "none"}))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    assert result.stopped_early and result.epochs_run == 2
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "plateau"])
+def test_schedulers_and_label_smoothing_train_and_resume(tmp_path, scheduler):
+    over = {"train.scheduler": scheduler, "train.label_smoothing": 0.1, "train.class_weights": "balanced",
+            "train.grad_clip": 1.0, "train.epochs": 1}
+    cfg = load_config("demo", tiny_overrides(tmp_path, **over))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    # the scheduler state must round-trip through a weights-only checkpoint
+    assert fit(longer, train_ds, val_ds, prepared.classes, tmp_path / "run").resumed_from == 1
+
+
+def test_balanced_class_weights_favour_the_rare_class():
+    w = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_amp_training(tmp_path):
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.device": "cuda", "train.amp": True}))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    assert result.device.startswith("cuda") and np.isfinite(result.history[-1]["train_loss"])
