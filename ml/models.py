@@ -11,6 +11,8 @@ from ml.torchvision_shim import ensure_torchvision
 ensure_torchvision()
 import timm  # noqa: E402  (timm imports torchvision, which needs the shim on CPU torch)
 
+import ml.zoo  # noqa: E402,F401  (registers the small-image networks in timm's registry)
+
 
 class ImageClassifier(nn.Module):
     """Backbone plus its input normalisation, so the exported graph takes plain [0,1] pixels."""

@@ -42,3 +42,14 @@ def test_torchvision_shim_patches_only_when_the_extension_is_missing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     patched, has_ops = out[0] == "True", out[1] == "True"
     assert patched != has_ops  # patched exactly when the compiled ops are missing (CPU torch + CUDA torchvision)
+
+
+@pytest.mark.parametrize("name", ["vf_cnn_small", "resnet20_cifar"])
+def test_small_image_networks_are_timm_models(name):
+    model = build_model(ModelConfig(name=name), in_chans=1, num_classes=10).eval()
+    x = torch.rand(2, 1, 32, 32)
+    assert model(x).shape == (2, 10)
+    pooled = model.backbone.forward_head(model.backbone.forward_features(x), pre_logits=True)
+    assert pooled.shape == (2, model.backbone.num_features)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_model(ModelConfig(name=name, pretrained=True), in_chans=3, num_classes=10)

@@ -1,0 +1,87 @@
+"""Repeat a preset's training over seeds (and variants) and report mean and 95% CI of each metric.
+
+    python -m flows.experiment --preset cifar10 --seeds 3
+    python -m flows.experiment --preset cifar10 --seeds 3 --ablate augment   # + the same without augmentation
+    python -m flows.experiment --preset demo --seeds 2 --set train.epochs=2
+
+Nothing is published or promoted: this is for deciding, not shipping. The split is fixed
+(data.split_seed); the training seed varies, so the interval measures training noise on one split.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
+from ml.config import AugmentConfig, load_config
+from ml.stats import mean_ci
+from tasks.data import validate_data
+from tasks.evaluation import evaluate_model
+from tasks.training import train_model
+
+ABLATIONS = {
+    # every augmentation probability/magnitude set to zero
+    "augment": {"train.augment": {name: 0 for name, f in AugmentConfig.model_fields.items()
+                                  if f.annotation in (float, int)}},
+}
+
+
+@flow(name="experiment", log_prints=True)
+def experiment(preset: str, seeds: int = 3, overrides: dict[str, Any] | None = None,
+               ablate: list[str] | None = None) -> dict[str, Any]:
+    """Train `seeds` times per variant (baseline + each ablation); summarise every headline metric."""
+    variants = {"baseline": {}, **{f"no-{a}": ABLATIONS[a] for a in ablate or []}}
+    runs: list[dict[str, Any]] = []
+    for variant, extra in variants.items():
+        for seed in range(seeds):
+            cfg = load_config(preset, {**(overrides or {}), **extra, "train.seed": seed})
+            run_dir = cfg.storage.workdir / cfg.name / "experiments" / f"{variant}-seed{seed}-{uuid.uuid4().hex[:6]}"
+            prepared = validate_data(cfg, run_dir)
+            trained = train_model(cfg, prepared, run_dir)
+            evaluation = evaluate_model(cfg, prepared, trained, run_dir)
+            runs.append({"variant": variant, "seed": seed, **evaluation.scalars()})
+            print(f"{variant} seed {seed}: " + ", ".join(f"{k}={v:.4f}" for k, v in evaluation.scalars().items()
+                                                         if isinstance(v, float)))
+    summary = summarize(runs)
+    create_table_artifact(key=f"{load_config(preset, overrides).name}-experiment", table=summary,
+                          description=f"{preset}: mean and 95% CI over {seeds} seeds per variant")
+    return {"preset": preset, "seeds": seeds, "runs": runs, "summary": summary}
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (variant, metric) with mean, std and the 95% interval."""
+    rows = []
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        mine = [r for r in runs if r["variant"] == variant]
+        for metric in (k for k, v in mine[0].items() if isinstance(v, float) and k != "seed"):
+            values = [r[metric] for r in mine if r[metric] is not None]
+            if values:
+                s = mean_ci(values)
+                rows.append({"variant": variant, "metric": metric, "n": s["n"], "mean": round(s["mean"], 4),
+                             "std": round(s["std"], 4), "ci95": f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]"})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = run_parser(__doc__)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ablate", action="append", choices=sorted(ABLATIONS), default=[])
+    args = parser.parse_args(argv)
+    overrides = overrides_of(args)
+    resolve_or_exit(args.preset, overrides)
+    result = experiment(args.preset, args.seeds, overrides, args.ablate)
+    print(f"{'variant':<14} {'metric':<16} {'n':>2} {'mean':>8} {'std':>8}  95% CI")
+    for r in result["summary"]:
+        print(f"{r['variant']:<14} {r['metric']:<16} {r['n']:>2} {r['mean']:>8} {r['std']:>8}  {r['ci95']}")
+    print_summary({"preset": args.preset, "summary": json.loads(json.dumps(result["summary"]))})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Decision thresholds for binary models, chosen on the validation split and stored with the version.
+
+    choose_threshold(y, p_pos, objective="f1")                          # F1-optimal
+    choose_threshold(y, p_pos, objective="precision", target_precision=0.95)  # highest recall at >= 95% precision
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+
+def choose_threshold(targets: np.ndarray, pos_probs: np.ndarray, objective: Literal["f1", "precision"] = "f1",
+                     target_precision: float = 0.95) -> dict[str, float]:
+    """Threshold on P(positive) and the precision/recall/F1 it gives on these labels.
+
+    For `precision`, the threshold with the best recall among those reaching `target_precision`; if none
+    does, the one with the highest precision (and `met` is 0.0, so a gate can refuse it).
+    """
+    precision, recall, thresholds = precision_recall_curve(targets, pos_probs)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    met = 1.0
+    if objective == "f1":
+        i = int(np.argmax(f1))
+    else:
+        ok = np.flatnonzero(precision >= target_precision)
+        if ok.size:
+            i = int(ok[np.argmax(recall[ok])])
+        else:
+            i, met = int(np.argmax(precision)), 0.0
+    return {"threshold": float(thresholds[i]), "precision": float(precision[i]), "recall": float(recall[i]),
+            "f1": float(f1[i]), "objective_met": met}

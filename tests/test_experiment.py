@@ -1,0 +1,23 @@
+import pytest
+
+from flows.experiment import experiment
+from ml.stats import mean_ci
+from tests.conftest import tiny_overrides
+
+
+def test_mean_ci_matches_the_t_interval():
+    s = mean_ci([0.5, 0.6, 0.7])
+    # t(0.975, 2) = 4.303; std = 0.1; half = 4.303 * 0.1 / sqrt(3)
+    assert s["mean"] == pytest.approx(0.6) and s["ci_half"] == pytest.approx(0.24843, abs=1e-4)
+    assert mean_ci([0.5])["ci_half"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_experiment_runs_seeds_and_the_augmentation_ablation(tmp_path):
+    result = experiment("demo", seeds=2, overrides=tiny_overrides(tmp_path, **{"train.epochs": 1}),
+                        ablate=["augment"])
+    assert [(r["variant"], r["seed"]) for r in result["runs"]] == [
+        ("baseline", 0), ("baseline", 1), ("no-augment", 0), ("no-augment", 1)]
+    acc = {r["variant"]: r for r in result["summary"] if r["metric"] == "accuracy"}
+    assert set(acc) == {"baseline", "no-augment"} and all(r["n"] == 2 for r in acc.values())

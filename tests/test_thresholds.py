@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from ml.thresholds import choose_threshold
+
+Y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
+P = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8, 0.9])
+
+
+def test_f1_optimal_threshold():
+    best = choose_threshold(Y, P, "f1")
+    # at 0.35 every positive is caught with one false positive (0.4): P=5/6, R=1, F1=10/11
+    assert best["threshold"] == 0.35
+    assert best["f1"] == pytest.approx(10 / 11)
+
+
+def test_target_precision_threshold():
+    best = choose_threshold(Y, P, "precision", target_precision=1.0)
+    assert best["threshold"] == 0.6 and best["precision"] == 1.0 and best["recall"] == 0.8
+    assert best["objective_met"] == 1.0
+
+
+def test_unreachable_precision_is_reported_not_hidden():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.9, 0.9, 0.8, 0.8])  # no threshold separates them
+    assert choose_threshold(y, p, "precision", target_precision=0.99)["objective_met"] == 0.0
