@@ -21,7 +21,7 @@ $(STAMP): requirements.lock
 	$(PIP) install -r requirements.lock
 	@touch $(STAMP)
 
-.PHONY: help venv demo test lint bench lock clean
+.PHONY: help venv demo test lint server worker deploy bench lock clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,46 @@ test: $(STAMP) ## run the test suite
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# A local Prefect server and UI (SQLite), its worker and the deployments of prefect.yaml.
+# The server keeps its own PREFECT_HOME: ephemeral runs (make demo) must not share its database.
+PORT    ?= 4200
+GPUS    ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $$(( n > 0 ? n : 1 )))
+POOL    := visionflow
+PREFECT := $(VENV)/bin/prefect --no-prompt
+ENSURE_POOL = $(PREFECT) work-pool inspect $(POOL) >/dev/null 2>&1 || $(PREFECT) work-pool create $(POOL) --type process
+# the automation names in a YAML file (one automation, a list, or {automations: [...]}), one per line
+AUTOMATION_NAMES := import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); \
+	d = d.get("automations", d) if isinstance(d, dict) else d; print(*(a["name"] for a in (d if isinstance(d, list) else [d])), sep="\n")
+# the id of the Webhook block `visionflow-alerts` that alert automations call (WEBHOOK_BLOCK_ID in their files);
+# saved from $$VISIONFLOW_WEBHOOK_URL first when that is set
+WEBHOOK_ID := import os; from prefect.blocks.webhook import Webhook; url = os.environ.get("VISIONFLOW_WEBHOOK_URL"); \
+	print(Webhook(url=url, headers={"Content-Type": "application/json"}).save("visionflow-alerts", overwrite=True) if url else Webhook.load("visionflow-alerts")._block_document_id)
+server: export PREFECT_HOME := $(PREFECT_HOME)/server
+worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PORT)/api
+
+server: $(STAMP) ## start the Prefect server and UI on http://127.0.0.1:PORT (PORT=4200)
+	@mkdir -p "$$PREFECT_HOME"
+	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PORT) $(PREFECT) server start
+
+worker: $(STAMP) ## start a worker on the visionflow process pool (created if missing)
+	$(ENSURE_POOL)
+	$(PREFECT) worker start --pool $(POOL)
+
+deploy: $(STAMP) ## register prefect.yaml, the gpu limit (GPUS=n) and deployments/automations/*.yaml
+	$(ENSURE_POOL)
+	$(PREFECT) deploy --all
+	$(PREFECT) gcl inspect gpu >/dev/null 2>&1 || $(PREFECT) gcl create gpu --limit $(GPUS)
+	@# an automation is replaced by name, so deploying twice never makes an alert fire twice
+	@tmp=$$(mktemp --suffix=.yaml); trap 'rm -f "$$tmp"' EXIT; \
+	for f in $(wildcard deployments/automations/*.yaml); do \
+	  id=; if grep -q WEBHOOK_BLOCK_ID "$$f" && ! id=$$($(PY) -c '$(WEBHOOK_ID)' 2>/dev/null); then \
+	    echo "skipped $$f: needs the Webhook block visionflow-alerts; run with VISIONFLOW_WEBHOOK_URL=<url>"; continue; fi; \
+	  sed "s/WEBHOOK_BLOCK_ID/$$id/g" "$$f" > "$$tmp"; \
+	  $(PY) -c '$(AUTOMATION_NAMES)' "$$tmp" | while read -r name; do \
+	    $(PREFECT) automation delete "$$name" >/dev/null 2>&1 || true; done; \
+	  $(PREFECT) automation create --from-file "$$tmp" || exit 1; \
+	done
 
 bench: $(STAMP) ## run the benchmarks (not part of CI)
 	$(PY) benchmarks/overhead.py

@@ -1,12 +1,13 @@
-"""The nightly retrain: validate -> train -> evaluate -> export -> gate -> publish (promote if passed).
+"""The nightly retrain: validate -> train -> evaluate -> export -> gate -> publish (promote if passed) -> alert.
 
     python -m flows.retrain --preset demo
     python -m flows.retrain --preset demo --set train.epochs=2 --set gate.min.accuracy=0.9
     python -m flows.retrain --preset demo --set data.root=/data/shapes --store s3://models/visionflow
 
 No server is needed (Prefect runs an ephemeral one); with PREFECT_API_URL set, the run shows in the UI.
-The last stdout line is a JSON summary; the exit code is 0 when a version was published and the gate
-passed, 1 when validation, training or the gate failed, 2 for a bad configuration.
+The last stdout line is a JSON summary; the exit code is 0 when a version was published and promoted,
+1 when validation, training or the gate failed or another run promoted first, 2 for a bad configuration.
+A failed gate, a regression against production or a crash sends an alert (Prefect event + webhook).
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
+from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
+from tasks.alerts import alert_on_crash, send_alerts
 from tasks.data import validate_data
-from tasks.evaluation import evaluate_model, export_model, gate_model
-from tasks.registry import publish_model
+from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
+from tasks.registry import promote_model, publish_model, read_production
 from tasks.reporting import publish_artifacts, write_report
 from tasks.training import train_model
 
 
-class GateFailed(RuntimeError):
+class GateFailed(NotPromoted):
     """The candidate was published but not promoted; carries the run summary."""
 
     def __init__(self, summary: dict[str, Any]):
@@ -37,12 +40,20 @@ class GateFailed(RuntimeError):
         self.summary = summary
 
 
+class PromotionLost(NotPromoted):
+    """The gate passed, but another run moved `production` after this one read it; says who won."""
+
+    def __init__(self, summary: dict[str, Any]):
+        super().__init__(summary["promotion"])
+        self.summary = summary
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
     """One directory per flow run: a Prefect retry of the same run finds its checkpoints again."""
     return cfg.storage.workdir / cfg.name / str(flow_run.get_id() or uuid.uuid4())
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Retrain the model of a preset; `overrides` are dotted keys, e.g. {"train.epochs": 2}."""
     cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
@@ -56,33 +67,44 @@ def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> di
     evaluation = evaluate_model(cfg, prepared, trained, run_dir)
     # 4. export to ONNX, parity-checked against torch
     exported = export_model(cfg, prepared, trained, run_dir)
-    # 5. gate: absolute thresholds from config
-    gate = gate_model(cfg, evaluation)
-    # 6. publish the version; `production` moves only if the gate passed
+    # 5. gate: absolute, per-class, bias, cost (ONNX size, latency) and champion/challenger rules from config;
+    #    `production` is read once, before the comparison, and may later move only if it is still that version
+    production = read_production(cfg)
+    champion = challenge_production(cfg, prepared, exported, production, run_dir)
+    latency_ms = measure_latency(cfg, prepared, exported)
+    gate = gate_model(cfg, evaluation, exported, latency_ms, champion)
+    # 6. publish the version; `production` moves only if the gate passed and no other run promoted meanwhile
     facts = {
         "dataset": prepared.root,
         "fingerprint": prepared.fingerprint[:16],
         "train/val": _sizes(prepared),
         "device": trained.device,
         "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
-        "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}",
+        "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/image",
+        "compared with production": production or "none (first version)",
     }
     report_md = write_report(cfg.name, evaluation, gate, facts, run_dir / "report.md")
-    published = publish_model(cfg, prepared, trained, evaluation, exported, gate, report_md)
+    published = publish_model(cfg, prepared, trained, evaluation, exported, gate, champion, latency_ms, report_md)
+    promotion = promote_model(cfg, published.version, gate, production)
 
     summary = {
         "model": cfg.name,
         "version": published.version,
-        "promoted": published.promoted,
-        "production": published.production,
+        "promoted": promotion.promoted,
+        "production": promotion.production,
+        "promotion": promotion.message,
         "gate": gate.to_dict(),
         "metrics": evaluation.scalars(),
         "store": cfg.storage.uri,
         "version_uri": published.version_uri,
     }
     publish_artifacts(cfg.name, evaluation, gate, _summary_markdown(summary, report_md))
+    # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)
+    summary["alerts"] = send_alerts(cfg, published.version, gate, champion)
     if not gate.passed:
         raise GateFailed(summary)
+    if not promotion.promoted:
+        raise PromotionLost(summary)
     return summary
 
 
@@ -91,7 +113,7 @@ def _sizes(prepared) -> str:
 
 
 def _summary_markdown(summary: dict[str, Any], report_md: Path) -> str:
-    verdict = "promoted to production" if summary["promoted"] else "NOT promoted (gate failed)"
+    verdict = "promoted to production" if summary["promoted"] else f"NOT promoted ({summary['promotion']})"
     head = (
         f"**{summary['model']} {summary['version']}**: {verdict}; production is now "
         f"`{summary['production']}`.\n\nModel: `{summary['version_uri']}/model.onnx`\n\n"
@@ -108,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = state.result()
     else:
         err = state.result(raise_on_failure=False)
-        if not isinstance(err, GateFailed):
+        if not isinstance(err, NotPromoted):
             print(f"retrain failed: {err}", file=sys.stderr)
             print_summary({"model": cfg.name, "promoted": False, "error": str(err)})
             return 1
+        print(err, file=sys.stderr)  # the failed rules, or who won the promotion race
         summary = err.summary
     print(f"gate:       {summary['gate']['verdict']}")
     print(f"version:    {summary['version']} ({'promoted' if summary['promoted'] else 'not promoted'})")

@@ -19,6 +19,20 @@ DEFAULT_STORE = "file://.visionflow"
 
 # Metrics the evaluator produces for classifiers; gate rules may only name these.
 CLASSIFIER_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "auroc", "loss")
+# ... and for segmenters (ml.seg_metrics; `_post`: after eval.postprocess, reported beside the raw value).
+SEGMENTER_METRICS = ("f1", "iou", "precision", "recall", "edge_iou", "loss") + tuple(
+    f"{m}_post" for m in ("f1", "iou", "precision", "recall", "edge_iou")
+)
+SEGMENT_LOSSES = ("bce", "dice", "focal", "edge")
+PER_CLASS_METRICS = ("precision", "recall", "f1")
+# Columns of the reference frame and the prediction log that flows.monitor tests for drift (ml.reference).
+IMAGE_PROPERTIES = ("brightness", "contrast", "blur", "width", "height", "red", "green", "blue")
+PREDICTION_COLUMNS = ("pred", "confidence", "margin", "entropy")
+NUM_STATTESTS = ("ks", "wasserstein", "psi", "kl_div", "jensenshannon", "hellinger", "anderson", "cramer_von_mises",
+                 "mannw", "ed", "es", "t_test", "empirical_mmd")  # fmt: skip
+# chi2_homogeneity (ml.drift) is two-sample; Evidently's chisquare takes the reference shares as exact
+CAT_STATTESTS = ("chi2_homogeneity", "chisquare", "z", "fisher_exact", "g_test", "TVD", "psi", "kl_div",
+                 "jensenshannon", "hellinger")  # fmt: skip
 
 
 class Section(BaseModel):
@@ -43,25 +57,56 @@ class GroupConfig(Section):
 
 
 class SyntheticConfig(Section):
-    """Generated shapes dataset (demo and tests); written as class folders when data.root is missing."""
+    """Generated dataset (demo and tests), written when data.root is missing: shapes as class folders, or
+    pages (strokes and letters on textured paper, with exact masks) as images/ + masks/ (layout image_mask)."""
 
-    classes: list[str] = ["circle", "square", "triangle", "cross"]
-    per_class: int = Field(60, ge=2)
-    size: int = Field(32, ge=16)
+    kind: Literal["shapes", "pages"] = "shapes"
+    classes: list[str] = ["circle", "square", "triangle", "cross"]  # shapes only
+    per_class: int = Field(60, ge=2)  # images per class (pages: pages in all)
+    size: int = Field(32, ge=16)  # side in px (pages: each side drawn from 0.75-1.25 x size)
     seed: int = 0
+
+
+class ExpectConfig(Section):
+    """Data-validation thresholds: expectations/*.json take them as GX suite parameters ({"$PARAMETER": name})."""
+
+    min_per_class: int = Field(2, ge=1)  # images per class (segmentation: images in all)
+    max_imbalance: float | None = Field(10.0, ge=1)  # largest / smallest class; None: no limit
+    allowed_channels: list[Literal[1, 2, 3, 4]] | None = None  # channels as stored (1 grey, 3 RGB, 4 RGBA); None: any
+    min_size: int | None = Field(None, ge=1)  # px, both sides of every image
+    max_size: int | None = Field(None, ge=1)
+    mask_foreground: tuple[float, float] = (0.0, 1.0)  # allowed foreground fraction of a non-empty mask
+    max_empty_mask_share: float = Field(0.0, ge=0, le=1)  # share of masks without a foreground pixel
+    allow_duplicates: bool = False  # same bytes twice in one split and class; across splits or labels always fails
+    quarantine_unreadable: bool = False  # list unreadable files and continue without them instead of failing
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ExpectConfig:
+        lo, hi = self.mask_foreground
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"mask_foreground {self.mask_foreground} must be (min, max) with 0 <= min <= max <= 1")
+        if self.min_size and self.max_size and self.min_size > self.max_size:
+            raise ValueError(f"min_size {self.min_size} > max_size {self.max_size}")
+        return self
 
 
 class DataConfig(Section):
     root: Path = Path(".visionflow/data/demo")
-    layout: Literal["class_folders", "npy_per_class", "manifest"] = "class_folders"
+    # image_mask: <root>/images/<id>.png|jpg with <root>/masks/<id>.png; class_folders also pick up <root>/masks/
+    layout: Literal["class_folders", "npy_per_class", "manifest", "image_mask"] = "class_folders"
     manifest: str = "manifest.csv"  # for layout=manifest, relative to root
     classes: list[str] | None = None  # subset and order; default: every class found, sorted
-    image_size: int = Field(32, ge=8)
+    image_size: int = Field(32, ge=8)  # classifiers train and predict at this size; segmenters at full size
     channels: Literal[1, 3] = 3
+    crop_size: int = Field(512, ge=32, multiple_of=32)  # segmentation: training crops (px)
+    foreground_crop: float = Field(0.5, ge=0, le=1)  # segmentation: share of crops centred on a foreground pixel
+    crops_per_image: int = Field(8, ge=1)  # segmentation: random crops of each training image per epoch
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
     group: GroupConfig = GroupConfig()
     synthetic: SyntheticConfig | None = None  # generate the dataset if root does not exist
+    expect: ExpectConfig = ExpectConfig()
+    cache_dir: Path | None = None  # profile cache (profile-<name>.parquet); default: <storage.workdir>/../cache
 
 
 class AugmentConfig(Section):
@@ -71,10 +116,15 @@ class AugmentConfig(Section):
     shift: float = Field(0.0, ge=0, le=0.5)  # fraction of the side, +-
     scale: float = Field(0.0, ge=0, le=0.5)  # zoom, +-
     brightness_contrast: float = Field(0.0, ge=0, le=1)  # limit for both
+    elastic: float = Field(0.0, ge=0, le=1)  # probability of an elastic warp (segmentation)
+    blur: float = Field(0.0, ge=0, le=1)  # probability of a Gaussian blur (segmentation)
 
 
 class ModelConfig(Section):
-    name: str = "resnet10t"  # any timm model name
+    task: Literal["classify", "segment"] = "classify"  # segment: binary masks, a U-Net (smp) on a timm encoder
+    name: str = "resnet10t"  # any timm model name (segment: the U-Net's encoder, e.g. resnet18)
+    # segment: U-Net decoder widths, deepest first; 3-5 of them (= encoder stages used)
+    decoder_channels: list[int] = Field([256, 128, 64, 32, 16], min_length=3, max_length=5)
     pretrained: bool = False  # no downloads on this machine; keep the option for users
     drop_rate: float = Field(0.0, ge=0, lt=1)
 
@@ -87,9 +137,13 @@ class TrainConfig(Section):
     scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] = "none"
+    sampler: Literal["shuffle", "weighted"] = "shuffle"  # weighted: classes drawn equally often (inverse frequency)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs without improvement
-    monitor: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
+    monitor: Literal["macro_f1", "accuracy", "f1", "iou", "loss"] = "macro_f1"  # segment: f1, iou or loss
     grad_clip: float | None = Field(None, gt=0)
+    accumulate: int = Field(1, ge=1)  # optimizer step every N batches (effective batch = N x batch_size)
+    loss: dict[str, float] = {"bce": 1.0, "dice": 1.0}  # segment: weighted sum of bce, dice, focal, edge
+    focal_gamma: float = Field(2.0, ge=0)
     amp: bool = True  # used on CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
@@ -99,20 +153,134 @@ class TrainConfig(Section):
     progress: bool = True
     augment: AugmentConfig = AugmentConfig()
 
+    @field_validator("loss")
+    @classmethod
+    def _known_losses(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(SEGMENT_LOSSES))
+        if unknown or not weights or any(w < 0 for w in weights.values()) or not any(weights.values()):
+            raise ValueError(f"loss {weights}: weights >= 0, not all 0, for names in {list(SEGMENT_LOSSES)}")
+        return weights
+
+
+class PostprocessConfig(Section):
+    close: int = Field(0, ge=0)  # morphological closing with an ellipse of this side (px); 0: none
+    min_component: int = Field(0, ge=0)  # drop connected foreground components smaller than this (px); 0: none
+
+
+class EvalConfig(Section):
+    """Segmentation: whole images predicted by overlapping tiles, blended with a Hann window."""
+
+    tile: int | None = Field(None, ge=32, multiple_of=32)  # tile side (px); default data.crop_size
+    overlap: float = Field(0.25, ge=0, lt=1)  # share of a tile shared with its neighbour
+    batch: int = Field(4, ge=1)  # tiles per forward pass
+    threshold: float = Field(0.5, gt=0, lt=1)  # on sigmoid(logit)
+    boundary: int = Field(2, ge=1)  # edge IoU: width (px) of the band inside each mask's contour
+    postprocess: PostprocessConfig | None = None  # reported beside the raw metrics as <metric>_post
+    overlays: int = Field(4, ge=0)  # validation images drawn as overlay PNGs
+
+
+class ChampionConfig(Section):
+    """Challenger vs champion: the candidate and the production model, both run through onnxruntime on this
+    run's validation split, compared on `metric` (for `loss`, lower is better)."""
+
+    enabled: bool = True
+    metric: str = "macro_f1"
+    tolerance: float = Field(0.01, ge=0)  # the candidate may be this much worse than production
+    min_delta: float | None = Field(None, gt=0)  # if set, the candidate must beat production by this much
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in CLASSIFIER_METRICS + SEGMENTER_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; known: {list(CLASSIFIER_METRICS + SEGMENTER_METRICS)}")
+        return metric
+
 
 class GateConfig(Section):
-    """Absolute thresholds: `min.accuracy: 0.9` means accuracy >= 0.9; `max.loss: 0.5` means loss <= 0.5."""
+    """Every rule must pass before `production` moves. `min.accuracy: 0.9` means accuracy >= 0.9, `max.loss: 0.5`
+    loss <= 0.5, `per_class_min.recall: 0.85` every class's recall >= 0.85 (on the validation split)."""
 
     min: dict[str, float] = {}
     max: dict[str, float] = {}
+    per_class_min: dict[str, float] = {}  # keys from PER_CLASS_METRICS
+    max_class_share: float | None = Field(None, gt=0, le=1)  # no class takes more of the predictions
+    max_model_mb: float | None = Field(None, gt=0)  # ONNX file size, MB = 10^6 bytes
+    max_latency_ms: float | None = Field(None, gt=0)  # onnxruntime, one image at a time, one CPU thread
+    latency_images: int = Field(32, ge=1)  # the first N validation images are timed; the median counts
+    champion: ChampionConfig = ChampionConfig()
 
     @field_validator("min", "max")
     @classmethod
     def _known_metrics(cls, rules: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(rules) - set(CLASSIFIER_METRICS))
+        unknown = sorted(set(rules) - set(CLASSIFIER_METRICS + SEGMENTER_METRICS))
         if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {list(CLASSIFIER_METRICS)}")
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(CLASSIFIER_METRICS + SEGMENTER_METRICS)}")
         return rules
+
+    @field_validator("per_class_min")
+    @classmethod
+    def _known_per_class(cls, rules: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(rules) - set(PER_CLASS_METRICS))
+        if unknown:
+            raise ValueError(f"unknown per-class metric(s) {unknown}; known: {list(PER_CLASS_METRICS)}")
+        return rules
+
+
+class AlertConfig(Section):
+    """Where gate failures, regressions and crashes go besides the Prefect event (which is always emitted)."""
+
+    # Slack-compatible incoming webhook; default $VISIONFLOW_ALERT_WEBHOOK. A secret: never saved with a version.
+    webhook_url: str | None = Field(None, exclude=True, pattern=r"^https?://")
+    webhook_attempts: int = Field(3, ge=1, le=10)  # retried with backoff 0.5 s, 1 s, 2 s ...
+    webhook_timeout_s: float = Field(5.0, gt=0)
+
+
+class ColumnTest(Section):
+    """Evidently's drift method and threshold for one column (None: the monitor's defaults)."""
+
+    method: str | None = None  # one of NUM_STATTESTS (CAT_STATTESTS for `pred`)
+    threshold: float | None = Field(None, gt=0)
+
+
+class MonitorConfig(Section):
+    """Scoring (flows.score) and drift monitoring (flows.monitor) of the production model. Saved with each
+    version; the monitor uses the production version's section, `--set monitor.k=v` overrides it.
+
+    A column drifts when Evidently's test says so: p-value < threshold for tests (ks, chisquare, ...), distance
+    >= threshold for distances (wasserstein: use ~0.1). A group (image properties, prediction, confidence) drifts
+    when `drift_share` of its columns drift; embeddings drift when a classifier tells window from reference
+    better than chance (p < embedding_threshold). Any drifted group is a drift alert."""
+
+    embedding_dims: int = Field(16, ge=2, le=64)  # PCA components of the pooled features kept per image
+    batch_size: int = Field(256, ge=1)  # images per onnxruntime call when scoring
+    workers: int = Field(4, ge=1)  # threads decoding images while the model runs
+    chunk_rows: int = Field(10_000, ge=1)  # rows per prediction-log parquet file
+    window: str = Field("7d", pattern=r"^[1-9][0-9]*[hd]$")  # log rows this recent are compared (h: hours, d: days)
+    min_rows: int = Field(30, ge=2)  # fewer readable rows in the window: no verdict
+    max_rows: int = Field(50_000, ge=100)  # larger windows are sampled down (seeded) before testing
+    stattest: str = "ks"  # numerical columns
+    cat_stattest: str = "chi2_homogeneity"  # the predicted class
+    threshold: float = Field(0.01, gt=0)
+    columns: dict[str, ColumnTest] = {}  # per-column overrides, keys from IMAGE_PROPERTIES + PREDICTION_COLUMNS
+    drift_share: float = Field(0.5, gt=0, le=1)
+    embedding_threshold: float = Field(0.01, gt=0, lt=1)
+    metric_tolerance: float = Field(0.05, ge=0, le=1)  # live accuracy/macro_f1 may be this far below validation
+    min_labels: int = Field(20, ge=1)  # labelled rows needed before live metrics are judged
+    retrain_on_drift: bool = False  # start the retrain deployment on drift (once per window and day)
+    retrain_deployment: str | None = None  # "flow/deployment"; default "retrain/<model>"
+
+    @model_validator(mode="after")
+    def _known_tests(self) -> MonitorConfig:
+        if self.stattest not in NUM_STATTESTS or self.cat_stattest not in CAT_STATTESTS:
+            raise ValueError(f"stattest must be in {list(NUM_STATTESTS)}, cat_stattest in {list(CAT_STATTESTS)}")
+        known = IMAGE_PROPERTIES + PREDICTION_COLUMNS
+        for column, test in self.columns.items():
+            allowed = CAT_STATTESTS if column == "pred" else NUM_STATTESTS
+            if column not in known:
+                raise ValueError(f"columns: unknown column {column!r}; known: {list(known)}")
+            if test.method is not None and test.method not in allowed:
+                raise ValueError(f"columns.{column}.method {test.method!r} not in {list(allowed)}")
+        return self
 
 
 class ExportConfig(Section):
@@ -143,6 +311,28 @@ class RunConfig(Section):
     gate: GateConfig = GateConfig()
     export: ExportConfig = ExportConfig()
     storage: StorageConfig = StorageConfig()
+    alerts: AlertConfig = AlertConfig()
+    eval: EvalConfig = EvalConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+    @model_validator(mode="after")
+    def _metrics_of_the_task(self) -> RunConfig:
+        """Metric names (monitor, gate, champion) must be ones this task's evaluator produces."""
+        known = SEGMENTER_METRICS if self.model.task == "segment" else CLASSIFIER_METRICS
+        named = {"train.monitor": [self.train.monitor], "gate.champion.metric": [self.gate.champion.metric]}
+        named |= {"gate.min": list(self.gate.min), "gate.max": list(self.gate.max)}
+        for key, names in named.items():
+            wrong = [n for n in names if n not in known]
+            if wrong:
+                raise ValueError(f"{key}: {wrong} not produced for model.task={self.model.task}; known: {list(known)}")
+        if self.model.task == "segment" and (self.gate.per_class_min or self.gate.max_class_share):
+            raise ValueError("gate.per_class_min and gate.max_class_share are classifier rules (model.task=segment)")
+        if self.model.task == "segment" and self.train.sampler != "shuffle":
+            raise ValueError("train.sampler=weighted balances classes; segmenters use data.foreground_crop")
+        post = [n for names in named.values() for n in names if n.endswith("_post")]
+        if post and self.eval.postprocess is None:
+            raise ValueError(f"{post} need eval.postprocess (e.g. {{close: 3, min_component: 20}})")
+        return self
 
 
 def preset_path(name: str) -> Path:

@@ -1,7 +1,10 @@
-"""ONNX export with a dynamic batch, checked against torch in onnxruntime on a real batch.
+"""ONNX export with a dynamic batch, checked against torch in onnxruntime on real batches.
 
 The graph takes `image` (N x C x H x W float in [0,1]) and returns `logits` and `probs`, so a consumer
-needs no knowledge of the training normalisation.
+needs no knowledge of the training normalisation; a timm classifier also returns `embedding`, its pooled
+features before the classifier (N x F), which drift monitoring reduces and compares (ml.reference).
+A segmenter (ml.models.ImageSegmenter; no `embedding`) gets dynamic height and width too, `probs` =
+sigmoid(logits) per pixel, and is checked on batches of different sizes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from ml.models import ImageSegmenter
 from ml.storage import sha256_file
 
 
@@ -26,10 +30,21 @@ class _WithProbs(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.per_pixel = isinstance(model, ImageSegmenter)
+        self.embeds = not self.per_pixel and hasattr(getattr(model, "backbone", None), "forward_head")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.embeds:  # timm: model(x) == forward_head(forward_features(x)); pre_logits stops before the classifier
+            backbone = self.model.backbone
+            features = backbone.forward_features((x - self.model.mean) / self.model.std)
+            logits = backbone.forward_head(features)
+            return logits, torch.softmax(logits, dim=1), backbone.forward_head(features, pre_logits=True).flatten(1)
         logits = self.model(x)
-        return logits, torch.softmax(logits, dim=1)
+        return logits, torch.sigmoid(logits) if self.per_pixel else torch.softmax(logits, dim=1)
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", "probs", "embedding"] if self.embeds else ["logits", "probs"]
 
 
 @dataclass
@@ -39,16 +54,18 @@ class ExportResult:
     size_bytes: int
     max_abs_diff: float
     opset: int
+    outputs: list[str]  # logits, probs (+ embedding for a timm classifier)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, opset: int = 17) -> Path:
-    """Write the model (eval mode, CPU) to `path` atomically; batch is the one dynamic axis."""
+    """Write the model (eval mode, CPU) to `path` atomically; batch is dynamic (a segmenter's H and W too)."""
     wrapped = _WithProbs(model.cpu().eval())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.tmp")
+    axes = {0: "batch", 2: "height", 3: "width"} if wrapped.per_pixel else {0: "batch"}
     torch.onnx.export(
         wrapped,
         (sample.cpu(),),
@@ -56,8 +73,8 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, opset: int =
         dynamo=False,
         opset_version=opset,
         input_names=["image"],
-        output_names=["logits", "probs"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probs": {0: "batch"}},
+        output_names=wrapped.output_names,
+        dynamic_axes={name: axes for name in ["image", *wrapped.output_names]},
     )
     os.replace(tmp, path)
     return path
@@ -68,18 +85,23 @@ def onnx_session(path: Path) -> ort.InferenceSession:
 
 
 def max_abs_diff(path: Path, model: nn.Module, batch: torch.Tensor) -> float:
-    """Largest |torch - onnxruntime| over logits and probs for `batch`."""
+    """Largest |torch - onnxruntime| over every output (logits, probs, embedding) for `batch`."""
     with torch.no_grad():
         expected = [t.numpy() for t in _WithProbs(model.cpu().eval())(batch.cpu())]
     got = onnx_session(path).run(None, {"image": batch.cpu().numpy().astype(np.float32)})
     return float(max(np.max(np.abs(e - g)) for e, g in zip(expected, got, strict=True)))
 
 
-def export_checked(model: nn.Module, batch: torch.Tensor, path: Path, opset: int, tolerance: float) -> ExportResult:
-    """Export, then fail (and remove the file) if onnxruntime disagrees with torch beyond `tolerance`."""
-    export_onnx(model, batch[:1], path, opset)
-    diff = max_abs_diff(path, model, batch)
+def export_checked(
+    model: nn.Module, batch: torch.Tensor | list[torch.Tensor], path: Path, opset: int, tolerance: float
+) -> ExportResult:
+    """Export, then fail (and remove the file) if onnxruntime disagrees with torch beyond `tolerance` on any
+    of the batches (several: e.g. two image sizes for a segmenter; the first one's first image is traced)."""
+    batches = [batch] if isinstance(batch, torch.Tensor) else batch
+    export_onnx(model, batches[0][:1], path, opset)
+    diff = max(max_abs_diff(path, model, b) for b in batches)
     if not diff <= tolerance:
         path.unlink(missing_ok=True)
         raise ParityError(f"{path}: onnxruntime differs from torch by {diff:.3g} > tolerance {tolerance:g}")
-    return ExportResult(str(path), sha256_file(path), path.stat().st_size, diff, opset)
+    outputs = [o.name for o in onnx_session(path).get_outputs()]
+    return ExportResult(str(path), sha256_file(path), path.stat().st_size, diff, opset, outputs)

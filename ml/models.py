@@ -1,4 +1,4 @@
-"""One factory for every network: any timm model by name, with the data's channels and classes."""
+"""One factory for every network: a timm classifier, or a U-Net on a timm encoder (model.task=segment)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ml.config import ModelConfig
 from ml.torchvision_shim import ensure_torchvision
 
 ensure_torchvision()
+import segmentation_models_pytorch as smp  # noqa: E402  (imports timm and torchvision too)
 import timm  # noqa: E402  (timm imports torchvision, which needs the shim on CPU torch)
 
 import ml.zoo  # noqa: E402,F401  (registers the small-image networks in timm's registry)
@@ -27,16 +28,40 @@ class ImageClassifier(nn.Module):
         return self.backbone((x - self.mean) / self.std)
 
 
+class ImageSegmenter(ImageClassifier):
+    """The same [0,1]-pixel input; the output is per-pixel logits N x K x H x W."""
+
+
 def build_model(cfg: ModelConfig, in_chans: int, num_classes: int) -> ImageClassifier:
-    """A timm classifier by name; an unknown name fails loudly with timm's close matches."""
+    """A timm classifier by name, or for task=segment a U-Net whose logits are num_classes x H x W (1: binary).
+
+    An unknown name fails loudly with timm's close matches.
+    """
     if not timm.is_model(cfg.name):
         close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
         raise ValueError(f"unknown model {cfg.name!r}; similar timm models: {close}")
+    if cfg.task == "segment":
+        return _unet(cfg, in_chans, num_classes)
     backbone = timm.create_model(
         cfg.name, pretrained=cfg.pretrained, in_chans=in_chans, num_classes=num_classes, drop_rate=cfg.drop_rate
     )
     mean, std = _channel_stats(backbone.pretrained_cfg, in_chans)
     return ImageClassifier(backbone, mean, std)
+
+
+def _unet(cfg: ModelConfig, in_chans: int, num_classes: int) -> ImageClassifier:
+    """smp's U-Net on the timm encoder `cfg.name` ("tu-" routes smp to timm); sides must be multiples of 32."""
+    net = smp.Unet(
+        encoder_name=f"tu-{cfg.name}",
+        encoder_weights="imagenet" if cfg.pretrained else None,
+        encoder_depth=len(cfg.decoder_channels),
+        decoder_channels=cfg.decoder_channels,
+        in_channels=in_chans,
+        classes=num_classes,
+    )
+    pretrained_cfg = timm.get_pretrained_cfg(cfg.name)
+    mean, std = _channel_stats(pretrained_cfg.to_dict() if pretrained_cfg else {}, in_chans)
+    return ImageSegmenter(net, mean, std)
 
 
 def _channel_stats(pretrained_cfg: dict, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1,4 +1,4 @@
-"""Publishing a trained run as a registry version; the `production` alias moves only on a passed gate."""
+"""Publishing a trained run as a registry version; `production` moves only on a passed gate, conditionally."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from ml.config import RunConfig
 from ml.gate import GateReport, should_promote
-from ml.registry import Registry
+from ml.registry import PRODUCTION, AliasConflict, Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,8 +22,17 @@ class PublishResult:
     model: str
     version: str
     version_uri: str  # where model.onnx, metadata.json and the plots are
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Promotion:
     promoted: bool
     production: str | None  # the version `production` points at after this run
+    lost_to: str | None = None  # another run moved `production` here after this run read it
+    message: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,18 +61,33 @@ def version_metadata(cfg: RunConfig, **records: Any) -> dict[str, Any]:
 
 
 def publish_version(
-    registry: Registry, cfg: RunConfig, files: dict[str, Path], metadata: dict[str, Any], gate: GateReport
+    registry: Registry, cfg: RunConfig, files: dict[str, Path], metadata: dict[str, Any]
 ) -> PublishResult:
-    """Upload the complete version first; then, and only if the gate passed, move `production` to it."""
+    """Upload the complete version (listed only once every file is in and model.onnx's sha256 verified)."""
     version = registry.publish(cfg.name, files, metadata)
-    promoted = should_promote(gate)
-    if promoted:
-        registry.promote(cfg.name, version)
-    alias = registry.get_alias(cfg.name, "production")
-    return PublishResult(
-        model=cfg.name,
-        version=version,
-        version_uri=registry.version_uri(cfg.name, version),
-        promoted=promoted,
-        production=alias["version"] if alias else None,
-    )
+    return PublishResult(cfg.name, version, registry.version_uri(cfg.name, version))
+
+
+def promote_if_passed(
+    registry: Registry, model: str, version: str, gate: GateReport, expected_production: str | None
+) -> Promotion:
+    """Move `production` to `version` only if the gate passed AND it still points at `expected_production`.
+
+    `expected_production` is what the run read before comparing against the champion: if another run promoted
+    meanwhile, this candidate was judged against a stale champion, so it loses (AliasConflict) and says who won.
+    """
+    if not should_promote(gate):
+        alias = registry.get_alias(model, PRODUCTION)
+        return Promotion(False, alias and alias["version"], message=f"gate {gate.verdict}: {version} not promoted")
+    try:
+        registry.promote(model, version, expected_version=expected_production)
+    except AliasConflict:
+        winner = (registry.get_alias(model, PRODUCTION) or {}).get("version")
+        run = (registry.metadata(model, winner).get("run") or {}) if winner else {}
+        by = f" (flow run {run['flow_run_id']})" if run.get("flow_run_id") else ""
+        message = (
+            f"lost the promotion race: {model}@production moved from {expected_production} to {winner}{by} while "
+            f"this run compared {version} against {expected_production}; {version} is published but not promoted"
+        )
+        return Promotion(False, winner, winner, message)
+    return Promotion(True, version, message=f"{version} promoted (previous: {expected_production})")

@@ -37,12 +37,14 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def gate_rows(gate: GateReport) -> list[dict[str, Any]]:
+    """One row per rule: rule, threshold, measured, result (pass / FAIL), detail."""
     return [
         {
             "rule": r.rule,
-            "threshold": r.threshold,
+            "threshold": "n/a" if r.threshold is None else f"{r.threshold:g}",
             "measured": _fmt(r.measured),
             "result": "pass" if r.passed else "FAIL",
+            "detail": r.detail,
         }
         for r in gate.rules
     ]

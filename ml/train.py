@@ -1,5 +1,6 @@
 """The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, early stopping,
-best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, seeding, a progress bar.
+best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, gradient accumulation and clipping,
+seeding, a progress bar. Classifiers and segmenters (ml.segmenter passes its own objective) share it.
 
     result = fit(cfg, train_ds, val_ds, classes, run_dir)   # plain PyTorch, no Prefect
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from ml.checkpoint import load_checkpoint, save_checkpoint
@@ -67,6 +69,14 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(len(targets) / (num_classes * counts), dtype=torch.float32)
 
 
+def weighted_sampler(targets: np.ndarray, num_classes: int, seed: int) -> WeightedRandomSampler:
+    """train.sampler=weighted: each sample drawn with its class's balanced weight, so every class comes up
+    about equally often (with replacement; an epoch keeps its length)."""
+    weights = class_weights(targets, num_classes)[torch.as_tensor(targets, dtype=torch.long)]
+    gen = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights.double(), num_samples=len(targets), replacement=True, generator=gen)
+
+
 def _scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
     """Returns (scheduler, steps per batch?) — cosine and OneCycle step per batch, plateau per epoch."""
     total = tc.epochs * steps_per_epoch
@@ -102,38 +112,69 @@ def _train_epoch(
     grad_clip: float | None,
     device: torch.device,
     use_amp: bool,
+    accumulate: int = 1,
 ) -> float:
-    """One pass over the training batches; returns the mean loss. `step_sched` steps per batch if given."""
+    """One pass over the training batches; returns the mean loss. The optimizer (and `step_sched`, if given)
+    steps every `accumulate` batches and after the last one."""
     model.train()
     total, seen = 0.0, 0
-    for x, y in batches:
+    opt.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(batches, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=use_amp):
             loss = criterion(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        if step_sched is not None:
-            step_sched.step()
+        scaler.scale(loss / accumulate).backward()
         total += loss.item() * len(y)
         seen += len(y)
         batches.set_postfix(loss=f"{total / seen:.4f}")
+        if i % accumulate == 0 or i == len(batches):
+            if grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            if step_sched is not None:
+                step_sched.step()
     return total / max(seen, 1)
+
+
+# (model, device, amp) -> validation metrics by name; must include train.monitor. Logged as val_<name>.
+Validate = Callable[[nn.Module, torch.device, bool], dict[str, float]]
+
+
+def _classifier_objective(
+    tc: TrainConfig, train_ds: Dataset, val_ds: Dataset, classes: list[str], device: torch.device
+) -> tuple[nn.Module, Sampler | None, Validate]:
+    """Cross-entropy (class weights, label smoothing), the class sampler, and validation by accuracy / macro-F1."""
+    targets = np.asarray(train_ds.targets)
+    weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
+    sampler = weighted_sampler(targets, len(classes), tc.seed) if tc.sampler == "weighted" else None
+    val_loader = make_loader(val_ds, tc.batch_size, False, tc.num_workers, tc.seed)
+
+    def validate(model: nn.Module, device: torch.device, amp: bool) -> dict[str, float]:
+        probs, val_targets = predict(model, val_loader, device, amp)
+        m = classification_metrics(val_targets, probs, classes)
+        return {k: m[k] for k in ("loss", "accuracy", "macro_f1")}
+
+    return criterion, sampler, validate
 
 
 def fit(
     cfg: RunConfig,
     train_ds: Dataset,
-    val_ds: Dataset,
+    val_ds: Dataset | None,
     classes: list[str],
     run_dir: Path,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    objective: tuple[nn.Module, Validate] | None = None,
 ) -> TrainResult:
-    """Train cfg.model on train_ds, select on val_ds by cfg.train.monitor; checkpoints go to run_dir."""
+    """Train cfg.model on train_ds, select by cfg.train.monitor; checkpoints go to run_dir.
+
+    `objective` (criterion, validate) replaces the classifier's (cross-entropy; accuracy/macro-F1 on val_ds):
+    ml.segmenter passes its losses and a whole-image validation, and val_ds=None.
+    """
     tc = cfg.train
     start = time.perf_counter()
     seed_everything(tc.seed, tc.deterministic)
@@ -141,13 +182,13 @@ def fit(
     use_amp = tc.amp and device.type == "cuda"
     model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
 
-    targets = np.asarray(train_ds.targets)
-    weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
-    train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed)
-    val_loader = make_loader(val_ds, tc.batch_size, False, tc.num_workers, tc.seed)
+    if objective is None:
+        criterion, sampler, validate = _classifier_objective(tc, train_ds, val_ds, classes, device)
+    else:
+        (criterion, validate), sampler = objective, None
+    train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched, per_step = _scheduler(tc, opt, max(1, len(train_loader)))
+    sched, per_step = _scheduler(tc, opt, max(1, math.ceil(len(train_loader) / tc.accumulate)))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,16 +213,14 @@ def fit(
         t0 = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None if tc.progress else True)
         train_loss = _train_epoch(
-            model, bar, criterion, opt, sched if per_step else None, scaler, tc.grad_clip, device, use_amp
+            model, bar, criterion, opt, sched if per_step else None, scaler, tc.grad_clip, device, use_amp,
+            tc.accumulate,
         )
-        probs, val_targets = predict(model, val_loader, device, use_amp)
-        m = classification_metrics(val_targets, probs, classes)
+        m = validate(model, device, use_amp)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "val_loss": m["loss"],
-            "val_accuracy": m["accuracy"],
-            "val_macro_f1": m["macro_f1"],
+            **{f"val_{k}": v for k, v in m.items()},
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
@@ -212,13 +251,11 @@ def fit(
             last_path,
         )
         log.info(
-            "epoch %d/%d train_loss=%.4f val_loss=%.4f val_acc=%.4f val_f1=%.4f (%.1fs)%s",
+            "epoch %d/%d train_loss=%.4f %s (%.1fs)%s",
             epoch,
             tc.epochs,
             row["train_loss"],
-            row["val_loss"],
-            row["val_accuracy"],
-            row["val_macro_f1"],
+            " ".join(f"val_{k}={v:.4f}" for k, v in m.items()),
             row["seconds"],
             " early stop" if stopped_early else "",
         )

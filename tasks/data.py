@@ -1,17 +1,34 @@
-"""Data tasks: index, check and split the dataset (the foundation's basic validation)."""
+"""Data task: profile the dataset, run its Great Expectations suite, publish the report, split."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ml.config import RunConfig
-from ml.data.prepare import PreparedData, prepare_dataset
+from ml.data.prepare import PreparedData
+from ml.validation import DataValidationError, validate_dataset
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
 def validate_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
-    """Fails the run (DatasetError naming files and rule) before any training starts."""
-    return prepare_dataset(cfg.data, run_dir)
+    """Fails the run before any training (DataValidationError: each broken rule with its files).
+
+    Publishes `<model>-data-validation` (markdown: failures, or summary stats) and, when it passed,
+    `<model>-class-balance` (table).
+    """
+    report = validate_dataset(cfg, run_dir)
+    create_markdown_artifact(
+        key=f"{cfg.name}-data-validation",
+        markdown=report.markdown(),
+        description=f"{cfg.name}: data validation ({'passed' if report.passed else 'FAILED'})",
+    )
+    if not report.passed:
+        raise DataValidationError(report)
+    create_table_artifact(
+        key=f"{cfg.name}-class-balance", table=report.classes, description=f"{cfg.name}: images per class and split"
+    )
+    return report.prepared

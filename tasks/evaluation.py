@@ -1,4 +1,4 @@
-"""Evaluation, export and gate tasks."""
+"""Evaluation, export, champion/challenger, latency and gate tasks."""
 
 from __future__ import annotations
 
@@ -7,25 +7,46 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ml.classifier import Evaluation, evaluate_classifier, export_classifier
+from ml.champion import challenge
+from ml.classifier import Evaluation
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
-from ml.gate import GateReport, evaluate_gate
+from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
+from ml.steps import evaluate_step, export_step, latency_step
 from ml.train import TrainResult
+from tasks.registry import open_registry
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> Evaluation:
-    return evaluate_classifier(cfg, prepared, trained, run_dir)
+    return evaluate_step(cfg, prepared, trained, run_dir)
 
 
 @task(name="export-onnx", cache_policy=NO_CACHE)
 def export_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> ExportResult:
     """Fails the run if onnxruntime disagrees with torch beyond export.parity_tolerance."""
-    return export_classifier(cfg, prepared, trained, run_dir)
+    return export_step(cfg, prepared, trained, run_dir)
+
+
+@task(name="challenge-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def challenge_production(
+    cfg: RunConfig, prepared: PreparedData, exported: ExportResult, production: str | None, run_dir: Path
+) -> ChampionEval:
+    """Candidate and `production` (as read before this task) through onnxruntime on this run's validation split."""
+    return challenge(open_registry(cfg), cfg, prepared, Path(exported.path), production, run_dir)
+
+
+@task(name="measure-latency", cache_policy=NO_CACHE)
+def measure_latency(cfg: RunConfig, prepared: PreparedData, exported: ExportResult) -> float:
+    """Median onnxruntime ms per image (segmenter: per tile) over a fixed set of validation images."""
+    return latency_step(cfg, prepared, Path(exported.path))
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate_model(cfg: RunConfig, evaluation: Evaluation) -> GateReport:
-    return evaluate_gate(evaluation.scalars(), cfg.gate)
+def gate_model(
+    cfg: RunConfig, evaluation: Evaluation, exported: ExportResult, latency_ms: float, champion: ChampionEval
+) -> GateReport:
+    """Absolute, per-class, bias, cost and champion rules from cfg.gate, one row each."""
+    candidate = Candidate(evaluation.metrics, model_mb=exported.size_bytes / 1e6, latency_ms=latency_ms)
+    return evaluate_gate(candidate, champion, cfg.gate)

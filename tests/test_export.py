@@ -16,8 +16,9 @@ def test_export_matches_torch_and_has_a_dynamic_batch(tmp_path):
     assert result.max_abs_diff <= 1e-4 and len(result.sha256) == 64
     session = onnx_session(tmp_path / "model.onnx")
     for n in (1, 5):  # exported with a batch of 1, served with any batch
-        logits, probs = session.run(None, {"image": np.random.rand(n, 3, 32, 32).astype(np.float32)})
+        logits, probs, embedding = session.run(None, {"image": np.random.rand(n, 3, 32, 32).astype(np.float32)})
         assert logits.shape == (n, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        assert embedding.shape == (n, model.backbone.num_features)  # pooled features, for drift monitoring
 
 
 class _BranchOnData(nn.Module):

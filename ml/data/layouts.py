@@ -36,10 +36,14 @@ def index_dataset(cfg: DataConfig) -> pd.DataFrame:
     root = Path(cfg.root).absolute()
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist or is not a folder")
+    from ml.data.masks import attach_masks, index_image_mask  # masks.py builds on this module
+
     if cfg.layout == "class_folders":
-        frame = _class_folders(root, cfg)
+        frame = attach_masks(_class_folders(root, cfg), root)
     elif cfg.layout == "npy_per_class":
         frame = _npy_per_class(root, cfg)
+    elif cfg.layout == "image_mask":
+        frame = index_image_mask(root, cfg)
     else:
         frame = _manifest(root, cfg)
     order = {c: i for i, c in enumerate(class_names(frame, cfg))}
@@ -177,14 +181,19 @@ def _manifest(root: Path, cfg: DataConfig) -> pd.DataFrame:
     return m[COLUMNS + [c for c in m.columns if c not in COLUMNS]]
 
 
-def dataset_fingerprint(frame: pd.DataFrame) -> str:
-    """Content hash of the indexed data: same files, rows and labels -> same id, wherever the root lies."""
+def dataset_fingerprint(frame: pd.DataFrame, known: dict[str, str] | None = None) -> str:
+    """Content hash of the indexed data: same files, rows and labels -> same id, wherever the root lies.
+
+    `known` (path -> sha256 of the file, e.g. from the profile) spares reading those files again.
+    """
     files = sorted(set(frame["path"]))
     if not files:
         return hashlib.sha256(b"").hexdigest()
     common = os.path.commonpath([os.path.dirname(p) for p in files])
+    digests = {p: known[p] for p in files if known and p in known}
+    todo = [p for p in files if p not in digests]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        digests = dict(zip(files, pool.map(sha256_file, files), strict=True))
+        digests.update(zip(todo, pool.map(sha256_file, todo), strict=True))
     lines = sorted(
         f"{os.path.relpath(p, common)}\t{r}\t{lab}\t{digests[p]}\n"
         for p, r, lab in zip(frame["path"], frame["row"], frame["label"], strict=True)
@@ -214,6 +223,11 @@ def load_image(path: str, row: int, channels: int) -> np.ndarray:
                 img = im
     except (OSError, ValueError, IndexError, SyntaxError, Image.DecompressionBombError) as e:
         raise DatasetError(f"{path}: cannot decode{f' row {row}' if row >= 0 else ''} ({e})") from e
+    return to_array(img, channels)
+
+
+def to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """A decoded image as HxWxC uint8: 16-bit grey scaled to 8 bits, transparency flattened onto white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, do not clip
         arr = np.asarray(img, dtype=np.float64) / 257.0
         img = Image.fromarray(arr.clip(0, 255).round().astype(np.uint8))

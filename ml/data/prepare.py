@@ -7,7 +7,7 @@ same samples, and a re-run of a crashed flow sees them too.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +16,7 @@ from ml.config import DataConfig
 from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits
 from ml.data.synthetic import make_shapes_dataset
+from ml.data.synthetic_pages import make_pages_dataset
 
 
 @dataclass
@@ -26,6 +27,8 @@ class PreparedData:
     fingerprint: str
     root: str
     generated: bool  # the synthetic generator wrote the dataset in this run
+    profile: str = ""  # the run's dataset profile (parquet, one row per sample) when ml.validation made it
+    quarantined: list[str] = field(default_factory=list)  # unreadable files left out (expect.quarantine_unreadable)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,19 +63,35 @@ def check_basic(frame: pd.DataFrame, cfg: DataConfig, classes: list[str]) -> Non
         raise DatasetError("\n".join(problems))
 
 
-def prepare_dataset(cfg: DataConfig, out_dir: Path) -> PreparedData:
-    """Index, check and split the dataset of `cfg`; writes out_dir/split.csv."""
+def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, bool]:
+    """The indexed dataset, and whether the demo's synthetic set was generated for it first."""
     generated = False
     if cfg.synthetic is not None and not cfg.root.exists():
-        make_shapes_dataset(cfg.root, cfg.synthetic)
+        make = make_pages_dataset if cfg.synthetic.kind == "pages" else make_shapes_dataset
+        make(cfg.root, cfg.synthetic)
         generated = True
-    frame = index_dataset(cfg)
-    classes = class_names(frame, cfg)
-    check_basic(frame, cfg, classes)
+    return index_dataset(cfg), generated
+
+
+def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """assign_splits, refusing a split with an empty side."""
     split = assign_splits(frame, cfg)
     for side in ("train", "val"):
         if not (split["split"] == side).any():
             raise DatasetError(f"{cfg.root}: the {side} split is empty (val_fraction={cfg.val_fraction})")
+    return split
+
+
+def write_prepared(
+    split: pd.DataFrame,
+    cfg: DataConfig,
+    classes: list[str],
+    out_dir: Path,
+    generated: bool,
+    known: dict[str, str] | None = None,
+    **extra,
+) -> PreparedData:
+    """Writes out_dir/split.csv; `known` file digests (from the profile) spare re-reading files to fingerprint."""
     out_dir.mkdir(parents=True, exist_ok=True)
     split_csv = out_dir / "split.csv"
     split.to_csv(split_csv, index=False)
@@ -80,4 +99,13 @@ def prepare_dataset(cfg: DataConfig, out_dir: Path) -> PreparedData:
         side: {c: int(((split["split"] == side) & (split["label"] == c)).sum()) for c in classes}
         for side in ("train", "val")
     }
-    return PreparedData(str(split_csv), classes, counts, dataset_fingerprint(split), str(cfg.root), generated)
+    fingerprint = dataset_fingerprint(split, known)
+    return PreparedData(str(split_csv), classes, counts, fingerprint, str(cfg.root), generated, **extra)
+
+
+def prepare_dataset(cfg: DataConfig, out_dir: Path) -> PreparedData:
+    """Index, check and split the dataset of `cfg`; writes out_dir/split.csv (ml.validation adds profile + GX)."""
+    frame, generated = load_frame(cfg)
+    classes = class_names(frame, cfg)
+    check_basic(frame, cfg, classes)
+    return write_prepared(split_frame(frame, cfg), cfg, classes, out_dir, generated)

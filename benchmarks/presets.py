@@ -1,0 +1,105 @@
+"""Run the real presets end to end on ../shared/data and record where each stands.
+
+    python benchmarks/presets.py doodle defects logos cifar10 strokes     # CPU budget from each preset
+    python benchmarks/presets.py cifar10-resnet20 --full                  # no time budget (for a GPU)
+    python benchmarks/presets.py doodle --set train.epochs=2
+
+Each preset runs through the whole retrain flow (validate, train, evaluate, export, gate, publish into a
+scratch store). Writes benchmarks/results/presets.md and presets.json: validation metrics, train time,
+training images/s, ONNX latency and size, gate verdict, and the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="visionflow-bench-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import torch  # noqa: E402
+
+from flows.retrain import GateFailed, retrain  # noqa: E402
+from ml.config import load_config, parse_override  # noqa: E402
+from ml.registry import Registry  # noqa: E402
+from ml.storage import open_store  # noqa: E402
+
+HEADLINE = ("accuracy", "macro_f1", "auroc", "f1", "iou", "edge_iou")
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()}: {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def run_preset(preset: str, overrides: dict, store: str) -> dict:
+    cfg = load_config(preset, overrides)
+    start = time.perf_counter()
+    state = retrain(preset, {**overrides, "storage.uri": store}, return_state=True)
+    wall = time.perf_counter() - start
+    if state.is_completed():
+        summary = state.result()
+    else:
+        err = state.result(raise_on_failure=False)
+        if not isinstance(err, GateFailed):
+            return {"preset": preset, "error": str(err)[:300], "wall_s": round(wall, 1)}
+        summary = err.summary
+    meta = Registry(open_store(store)).metadata(cfg.name, summary["version"])
+    training, counts = meta["training"], meta["dataset"]["counts"]
+    n_train = sum(counts["train"].values())
+    latency = next((r["measured"] for r in meta["gate"]["rules"] if r["rule"].startswith("latency")), None)
+    return {
+        "preset": preset, "model": cfg.model.name, "device": training["device"],
+        "metrics": {k: summary["metrics"].get(k) for k in HEADLINE if summary["metrics"].get(k) is not None},
+        "gate": summary["gate"]["verdict"], "promoted": summary["promoted"],
+        "epochs": training["epochs_run"], "train_s": round(training["seconds"], 1),
+        "train_images_per_s": round(n_train * training["epochs_run"] / max(training["seconds"], 1e-9), 1),
+        "onnx_mb": round(meta["export"]["size_bytes"] / 1e6, 2), "latency_ms": latency,
+        "train_images": n_train, "val_images": sum(counts["val"].values()), "wall_s": round(wall, 1),
+    }
+
+
+def markdown(rows: list[dict], where: str, mode: str) -> str:
+    lines = [f"# Presets on real data ({mode})", "", f"Machine: {where}", "",
+             "| preset | model | metrics (validation) | gate | epochs | train s | img/s | ONNX MB | latency ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | error: {r['error']} | | | | | | | |")
+            continue
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+        lines.append(f"| {r['preset']} | {r['model']} | {metrics} | {r['gate']} | {r['epochs']} | {r['train_s']} "
+                     f"| {r['train_images_per_s']} | {r['onnx_mb']} | {r['latency_ms']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("presets", nargs="+")
+    p.add_argument("--full", action="store_true", help="no CPU time budget (train.time_budget_min unset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+    overrides = dict(parse_override(o) for o in args.overrides)
+    if args.full:
+        overrides["train.time_budget_min"] = None
+    store = f"file://{tempfile.mkdtemp(prefix='visionflow-presets-')}"
+    rows = [run_preset(name, overrides, store) for name in args.presets]
+    where, mode = machine(), "full" if args.full else "CPU budget"
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "-full" if args.full else ""
+    (out / f"presets{suffix}.md").write_text(markdown(rows, where, mode))
+    (out / f"presets{suffix}.json").write_text(json.dumps({"machine": where, "mode": mode, "rows": rows}, indent=1))
+    print(markdown(rows, where, mode))
+
+
+if __name__ == "__main__":
+    main()

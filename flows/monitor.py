@@ -1,0 +1,100 @@
+"""Monitor the production model: its recent prediction log vs the reference captured when it was trained.
+
+    python -m flows.monitor --model demo                       # the version's monitor.window (default 7d)
+    python -m flows.monitor --model demo --window 1d --labels labels.csv
+    python -m flows.monitor --model demo --store s3://models/visionflow --set monitor.retrain_on_drift=true
+
+Evidently tests image properties (brightness, contrast, blur, size, channel means), the predicted class and the
+confidence (margin, entropy) column by column; a classifier tests the embeddings. The HTML report and a
+summary.json go to reports/monitor/<model>/<run>/ in the store; Prefect artifacts `<model>-drift` (every score
+and verdict) and `<model>-monitor` (the verdict, linking the report) show in the UI. Where labels exist (class
+folders under the scored source, or --labels CSV with path,label), live accuracy and macro F1 are compared with
+the version's validation figures. Drift or a drop -> alert (Prefect event + webhook); with
+monitor.retrain_on_drift, the retrain deployment starts, at most once per window and day. The last stdout line
+is a JSON summary; exit code 0 when the check ran (whatever its verdict), 1 when it failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.cli import print_summary
+from flows.score import overrides_or_exit, parser
+from ml.config import DEFAULT_STORE
+from ml.reference import PRODUCTION_CACHE
+from tasks.monitoring import (
+    check_drift,
+    fetch_production,
+    publish_monitor_artifacts,
+    run_name,
+    send_monitor_alerts,
+    trigger_retrain,
+)
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(
+    model: str,
+    store: str = DEFAULT_STORE,
+    window: str | None = None,
+    labels: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    cache_dir: str = str(PRODUCTION_CACHE),
+) -> dict[str, Any]:
+    """Check the last `window` (e.g. "7d", "12h"; default: the version's monitor.window) of `model`'s log."""
+    overrides = {**(overrides or {}), **({"monitor.window": window} if window else {})}
+    run = run_name()
+    # 1. the production version and its reference
+    production = fetch_production(model, store, Path(cache_dir))
+    # 2. the window vs the reference: Evidently report (+ live metrics where labelled) -> the store
+    check = check_drift(production, store, overrides, labels, run)
+    # 3. Prefect artifacts: each test's score and verdict; the verdict with the report's link
+    publish_monitor_artifacts(check)
+    # 4. drift or a metric drop: alert; on drift, retrain if monitor.retrain_on_drift (once per window and day)
+    events = send_monitor_alerts(check, production, overrides)
+    retrain = trigger_retrain(check, production, store, overrides)
+    return {
+        "model": model,
+        "version": production.version,
+        "run": run,
+        "window": check.window,
+        "verdict": check.verdict,
+        "groups": check.drift.groups,
+        "rows": check.rows,
+        "live": check.live.live,
+        "links": check.links,
+        "alerts": events,
+        "retrain_flow_run": retrain,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--window", help="how far back: 7d, 12h ... (default: the version's monitor.window)")
+    p.add_argument("--labels", help="CSV with path,label for logged images (paths as logged or relative to source)")
+    args = p.parse_args(argv)
+    overrides = overrides_or_exit(args.overrides, **({"monitor.window": args.window} if args.window else {}))
+    state = monitor(args.model, args.store, None, args.labels, overrides, args.cache_dir, return_state=True)
+    if not state.is_completed():
+        err = state.result(raise_on_failure=False)
+        print(f"monitor failed: {err}", file=sys.stderr)
+        print_summary({"model": args.model, "error": str(err)})
+        return 1
+    summary = state.result()
+    drifted = ", ".join(g for g, d in summary["groups"].items() if d)
+    verdict = summary["verdict"].upper() + (f" ({drifted})" if drifted else "")
+    print(f"verdict:  {verdict} over the last {summary['window']}, {summary['rows']} rows of {summary['version']}")
+    for name, url in summary["links"].items():
+        print(f"{name + ':':9} {url}")
+    if summary["alerts"] or summary["retrain_flow_run"]:
+        print(f"alerts:   {', '.join(summary['alerts']) or 'none'}; retrain flow run: {summary['retrain_flow_run']}")
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

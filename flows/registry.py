@@ -1,0 +1,116 @@
+"""The model registry for people: list versions, show one, promote, roll back.
+
+    python -m flows.registry list demo
+    python -m flows.registry show demo [VERSION]              # metadata.json (default: production's version)
+    python -m flows.registry promote demo VERSION [--force]   # --force: even if its gate failed
+    python -m flows.registry rollback demo [VERSION]          # default: back to production's `previous`
+    python -m flows.registry list demo --store s3://bucket/prefix [--endpoint-url http://127.0.0.1:9000]
+
+Moves of `production` are conditional on the alias not changing between read and write (as in the flow), so a
+person and a nightly run cannot overwrite each other silently. Exit code 0 when done, 1 when refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ml.config import DEFAULT_STORE
+from ml.registry import PRODUCTION, AliasConflict, Registry, RegistryError
+from ml.storage import ObjectNotFound, open_store
+
+HEADLINE = ("accuracy", "macro_f1")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else str(value)
+
+
+def list_versions(registry: Registry, model: str) -> list[dict[str, str]]:
+    """One row per complete version, oldest first, with the aliases `production` and `previous` marked."""
+    alias = registry.get_alias(model, PRODUCTION) or {}
+    marks = {alias.get("previous"): "previous", alias.get("version"): PRODUCTION}
+    rows = []
+    for version in registry.versions(model):
+        meta = registry.metadata(model, version)
+        metrics = meta.get("metrics", {})
+        rows.append(
+            {
+                "version": version,
+                "created_at": meta["created_at"][:19],
+                **{name: _fmt(metrics.get(name)) for name in HEADLINE},
+                "gate": (meta.get("gate") or {}).get("verdict", "n/a"),
+                "alias": marks.get(version, ""),
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(no versions)"
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    lines = ["  ".join(k.ljust(w) for k, w in widths.items())]
+    lines += ["  ".join(r[k].ljust(w) for k, w in widths.items()) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def promote(registry: Registry, model: str, version: str, force: bool = False) -> str:
+    """Move `production` to `version`; a version whose recorded gate failed needs force=True."""
+    gate = registry.metadata(model, version).get("gate") or {}
+    if not gate.get("passed", True) and not force:
+        raise RegistryError(f"{model} {version}: its gate {gate.get('verdict')}; pass --force to promote it anyway")
+    current = (registry.get_alias(model, PRODUCTION) or {}).get("version")
+    moved = registry.promote(model, version, expected_version=current)
+    return f"{model}@{PRODUCTION}: {current} -> {moved['version']}"
+
+
+def rollback(registry: Registry, model: str, version: str | None = None) -> str:
+    current = (registry.get_alias(model, PRODUCTION) or {}).get("version")
+    moved = registry.rollback(model, version)
+    return f"{model}@{PRODUCTION}: {current} -> {moved['version']} (rolled back)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("command", choices=["list", "show", "promote", "rollback"])
+    p.add_argument("model")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"file://DIR or s3://bucket/prefix (default {DEFAULT_STORE})")
+    p.add_argument("--endpoint-url", help="S3-compatible server (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
+    p.add_argument("--force", action="store_true", help="promote: even a version whose gate failed")
+    return p
+
+
+def run(args: argparse.Namespace) -> str:
+    registry = Registry(open_store(args.store, args.endpoint_url))
+    if args.command == "list":
+        return _table(list_versions(registry, args.model))
+    if args.command == "show":
+        version = args.version or (registry.get_alias(args.model, PRODUCTION) or {}).get("version")
+        if version is None:
+            raise RegistryError(f"model {args.model!r} has no {PRODUCTION} version; name one (see `list`)")
+        return json.dumps(registry.metadata(args.model, version), indent=2, sort_keys=True)
+    if args.command == "promote":
+        if not args.version:
+            raise RegistryError("promote needs a VERSION (see `list`)")
+        return promote(registry, args.model, args.version, args.force)
+    return rollback(registry, args.model, args.version)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        print(run(args))
+    except (RegistryError, AliasConflict, ObjectNotFound, ValueError) as err:
+        print(f"{args.command} {args.model}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

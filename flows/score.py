@@ -1,0 +1,109 @@
+"""Score new images with the production model into the prediction log (monitoring/<model>/predictions/).
+
+    python -m flows.score --model demo --source incoming/
+    python -m flows.score --model demo --source s3://bucket/incoming/2026-11-23 --store s3://models/visionflow
+    python -m flows.score --model demo --source incoming/ --set monitor.batch_size=512 --set monitor.workers=8
+
+The source (a folder, recursively, or an S3 prefix, page by page) is streamed: memory stays flat whatever the
+number of images. A file that does not decode is logged with readable=false and its error, and skipped. Files in
+a folder named after one of the model's classes are logged with that label (ground truth for the monitor).
+Settings are the production version's `monitor` section; --set monitor.KEY=VALUE overrides them. The last stdout
+line is a JSON summary; exit code 0 when scored, 1 when scoring failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from pydantic import ValidationError
+
+from flows.cli import print_summary
+from ml.config import DEFAULT_STORE, parse_override
+from ml.monitoring import monitor_settings
+from ml.reference import PRODUCTION_CACHE
+from tasks.monitoring import fetch_production, run_name, score_images
+
+
+@flow(name="score", log_prints=True)
+def score(
+    model: str,
+    source: str,
+    store: str = DEFAULT_STORE,
+    overrides: dict[str, Any] | None = None,
+    cache_dir: str = str(PRODUCTION_CACHE),
+) -> dict[str, Any]:
+    """Score every image under `source` with `model`@production; `overrides`: {"monitor.batch_size": 512}."""
+    run = run_name()
+    # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
+    production = fetch_production(model, store, Path(cache_dir))
+    # 2. stream the source through onnxruntime into the prediction log
+    written = score_images(production, source, store, overrides or {}, run)
+    return {
+        "model": model,
+        "version": production.version,
+        "run": run,
+        "source": source,
+        **written.to_dict(),
+        "images_per_s": written.rows / written.seconds if written.seconds else None,
+    }
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """--model, --store, --set and --cache-dir: the options scoring and monitoring share."""
+    p = argparse.ArgumentParser(
+        description=(doc or "").strip().splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc,
+    )
+    p.add_argument("--model", required=True, help="the model's name in the registry (its `production` is used)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="monitor.* or alerts.* override, repeatable",
+    )
+    p.add_argument("--cache-dir", default=str(PRODUCTION_CACHE), help="where production versions are downloaded")
+    return p
+
+
+def overrides_or_exit(items: list[str], **extra: Any) -> dict[str, Any]:
+    """Parse --set items and validate them against the defaults before any work (exit 2 when invalid)."""
+    try:
+        overrides = {**dict(parse_override(o) for o in items), **extra}
+        monitor_settings({}, overrides)
+    except (ValidationError, ValueError) as err:
+        print(f"invalid settings:\n{err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--source", required=True, help="folder, file://PATH or s3://BUCKET/PREFIX of images")
+    args = p.parse_args(argv)
+    overrides = overrides_or_exit(args.overrides)
+    state = score(args.model, args.source, args.store, overrides, args.cache_dir, return_state=True)
+    if not state.is_completed():
+        err = state.result(raise_on_failure=False)
+        print(f"scoring failed: {err}", file=sys.stderr)
+        print_summary({"model": args.model, "source": args.source, "error": str(err)})
+        return 1
+    summary = state.result()
+    print(
+        f"scored:   {summary['rows']} images ({summary['unreadable']} unreadable) in {summary['seconds']:.1f} s "
+        f"with {args.model} {summary['version']}"
+    )
+    print(f"log:      {len(summary['keys'])} parquet part(s) under {args.store}/monitoring/{args.model}/predictions/")
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

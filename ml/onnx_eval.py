@@ -1,0 +1,103 @@
+"""Any classifier ONNX over this run's prepared images: metrics and latency, measured the way a consumer runs it.
+
+    metrics = evaluate_on_split(cfg, prepared, Path("model.onnx"))      # ml.evaluate's metrics, via onnxruntime
+    ms = latency_on_split(cfg, prepared, Path("model.onnx"))           # median ms per image
+
+The candidate and the production model go through the same functions, so their numbers are comparable.
+The graph must take `N x C x H x W` float in [0, 1] and have a `probs` output (what ml.export writes).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ml.classifier import load_split
+from ml.config import RunConfig
+from ml.data.prepare import PreparedData
+from ml.evaluate import classification_metrics
+
+
+class IncompatibleModel(ValueError):
+    """The ONNX file cannot score these images: unreadable, other input shape, other classes, no `probs`."""
+
+
+def to_input(images: np.ndarray) -> np.ndarray:
+    """uint8 N x H x W x C (ml.classifier.load_split) -> float32 N x C x H x W in [0, 1], as in training."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """CPU session (threads=0: onnxruntime's default); a file onnxruntime cannot load is IncompatibleModel."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors share no base class below Exception
+        raise IncompatibleModel(f"{path}: onnxruntime cannot load it: {e}") from e
+
+
+def check_input(session: ort.InferenceSession, path: Path, images: np.ndarray) -> str:
+    """The input's name, after checking its C x H x W against the images (dynamic dims accept anything)."""
+    spec = session.get_inputs()[0]
+    want = images.shape[1:]
+    fixed = [d if isinstance(d, int) else None for d in spec.shape[1:]]
+    if len(fixed) != len(want) or any(d is not None and d != w for d, w in zip(fixed, want, strict=True)):
+        raise IncompatibleModel(f"{path}: input {spec.name!r} is {spec.shape}, this split's images are N x {want}")
+    return spec.name
+
+
+def onnx_probs(path: Path, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (N x K, float64) of `images` (float32 N x C x H x W) from the `probs` output."""
+    session = open_session(path)
+    name = check_input(session, path, images)
+    outputs = [o.name for o in session.get_outputs()]
+    if "probs" not in outputs:
+        raise IncompatibleModel(f"{path}: no 'probs' output (outputs: {outputs})")
+    try:
+        parts = [
+            session.run(["probs"], {name: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)
+        ]
+    except Exception as e:
+        raise IncompatibleModel(f"{path}: onnxruntime failed on this split's images: {e}") from e
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
+
+
+def evaluate_onnx(path: Path, images: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """ml.evaluate.classification_metrics of the ONNX model on uint8 images (N x H x W x C)."""
+    probs = onnx_probs(path, to_input(images))
+    if probs.shape[1:] != (len(classes),):
+        raise IncompatibleModel(f"{path}: predicts {probs.shape[1:]} classes, this split has {len(classes)}")
+    return classification_metrics(targets, probs, classes)
+
+
+def evaluate_on_split(cfg: RunConfig, prepared: PreparedData, path: Path, side: str = "val") -> dict[str, Any]:
+    images, targets = load_split(cfg, prepared, side)
+    return evaluate_onnx(path, images, targets, prepared.classes)
+
+
+def latency_ms(path: Path, images: np.ndarray, warmup: int = 3) -> float:
+    """Median wall time (ms) of one-image runs over `images` (float32 N x C x H x W), one CPU thread.
+
+    Batch 1 and one thread: the serving case, and the least noisy number on a shared machine.
+    """
+    session = open_session(path, threads=1)
+    name = check_input(session, path, images)
+    for i in range(min(warmup, len(images))):
+        session.run(None, {name: images[i : i + 1]})
+    times = []
+    for i in range(len(images)):
+        start = time.perf_counter()
+        session.run(None, {name: images[i : i + 1]})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def latency_on_split(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
+    """latency_ms over the first `gate.latency_images` validation images (a fixed batch for every run)."""
+    images, _ = load_split(cfg, prepared, "val")
+    return latency_ms(path, to_input(images[: cfg.gate.latency_images]))

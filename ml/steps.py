@@ -1,0 +1,55 @@
+"""The flow's model steps for any model.task: classify -> ml.classifier, segment -> ml.segmenter.
+
+    trained = train_step(cfg, prepared, run_dir)
+    evaluation = evaluate_step(cfg, prepared, trained, run_dir)
+    exported = export_step(cfg, prepared, trained, run_dir)
+
+    metrics = onnx_metrics_step(cfg, prepared, Path("model.onnx"))   # champion/challenger, via onnxruntime
+    ms = latency_step(cfg, prepared, Path("model.onnx"))
+
+The tasks call these, so a new task kind is one module with the same functions plus a line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ml import classifier, onnx_eval, segmenter
+from ml.classifier import Evaluation
+from ml.config import RunConfig
+from ml.data.prepare import PreparedData
+from ml.export import ExportResult
+from ml.train import TrainResult
+
+
+def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
+    if cfg.model.task == "segment":
+        return segmenter.train_segmenter(cfg, prepared, run_dir)
+    return classifier.train_classifier(cfg, prepared, run_dir)
+
+
+def evaluate_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> Evaluation:
+    if cfg.model.task == "segment":
+        return segmenter.evaluate_segmenter(cfg, prepared, trained, run_dir)
+    return classifier.evaluate_classifier(cfg, prepared, trained, run_dir)
+
+
+def export_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> ExportResult:
+    if cfg.model.task == "segment":
+        return segmenter.export_segmenter(cfg, prepared, trained, run_dir)
+    return classifier.export_classifier(cfg, prepared, trained, run_dir)
+
+
+def onnx_metrics_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> dict[str, Any]:
+    """Any exported model of this task (candidate or production) scored through onnxruntime on the val split."""
+    if cfg.model.task == "segment":
+        return segmenter.evaluate_onnx_segmenter(cfg, prepared, path)
+    return onnx_eval.evaluate_on_split(cfg, prepared, path)
+
+
+def latency_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
+    """Median onnxruntime ms per image (classifier) or per eval.tile tile (segmenter), one thread."""
+    if cfg.model.task == "segment":
+        return segmenter.latency_on_split(cfg, prepared, path)
+    return onnx_eval.latency_on_split(cfg, prepared, path)

@@ -1,0 +1,68 @@
+"""Alert tasks: a Prefect event per alert (automations react to it), plus the webhook message of ml.alerts.
+
+Events: visionflow.gate.failed, visionflow.metric.regressed, visionflow.flow.crashed, each about the resource
+`visionflow.model.<name>`, payload = ml.alerts.Alert.payload() (model, version, problems, run_url, text).
+deployments/automations/gate-failed.yaml turns them into a notification on a Prefect server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.runtime import flow_run as current_run
+from prefect.utilities.urls import url_for
+
+from ml.alerts import Alert, NotPromoted, crash_alert, deliver, run_alerts
+from ml.config import AlertConfig, RunConfig, load_config
+from ml.gate import ChampionEval, GateReport
+
+log = logging.getLogger("ml.alerts")  # forwarded to the run's logs (tasks/__init__.py)
+
+
+def flow_run_url() -> str | None:
+    """The current flow run's page in the Prefect UI (None without a UI URL, e.g. an ephemeral run)."""
+    run_id = current_run.get_id()
+    return url_for("flow-run", obj_id=run_id) if run_id else None
+
+
+def dispatch(alert: Alert, cfg: AlertConfig) -> None:
+    """Emit the Prefect event, then POST the webhook message; neither raises for an unreachable receiver."""
+    emit_event(event=alert.event, resource=alert.resource, payload=alert.payload())
+    deliver(alert, cfg)
+
+
+@task(name="alert", cache_policy=NO_CACHE)
+def send_alerts(cfg: RunConfig, version: str, gate: GateReport, champion: ChampionEval) -> list[str]:
+    """A failed gate, or metrics worse than production beyond champion.tolerance -> alerts; returns their events."""
+    alerts = run_alerts(cfg.name, version, gate, champion, cfg.gate.champion.tolerance, flow_run_url())
+    for alert in alerts:
+        dispatch(alert, cfg.alerts)
+    return [a.event for a in alerts]
+
+
+def alert_on_crash(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook (on_failure, on_crashed): anything but a NotPromoted verdict -> visionflow.flow.crashed.
+
+    The flow's own parameters (preset, overrides) give the model name and the webhook; a config that does not
+    load (the crash itself, maybe) falls back to the preset's name and $VISIONFLOW_ALERT_WEBHOOK.
+    """
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as e:  # a crashed run's result may not be retrievable
+        error = e
+    if isinstance(error, NotPromoted):
+        return  # a verdict: the gate already alerted, or another run won the promotion
+    params = flow_run.parameters or {}
+    try:
+        cfg = load_config(params.get("preset", "demo"), params.get("overrides"))
+        model, alerts = cfg.name, cfg.alerts
+    except Exception:
+        model, alerts = str(params.get("preset", flow.name)), AlertConfig()
+    if not isinstance(error, BaseException):
+        error = state.message or f"flow run ended in state {state.type}"
+    log.warning("%s failed; alerting: %s", flow.name, error)
+    dispatch(crash_alert(model, error, url_for("flow-run", obj_id=flow_run.id)), alerts)

@@ -1,0 +1,126 @@
+"""Monitoring tasks: the reference at publish time, scoring into the prediction log, the drift check, its
+artifacts, alerts, and the retrain it may start."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+
+from ml.config import RunConfig
+from ml.data.prepare import PreparedData
+from ml.export import ExportResult
+from ml.inference import image_source, score_stream
+from ml.monitoring import (
+    LogWritten,
+    MonitorCheck,
+    check_window,
+    claim_retrain,
+    monitor_alerts,
+    monitor_settings,
+    retrain_marker,
+    write_log,
+)
+from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
+from ml.registry import Registry
+from ml.storage import open_store
+from tasks.alerts import dispatch, flow_run_url
+
+
+def run_name() -> str:
+    """Sortable and unique: UTC time + the flow run's id (a random one outside Prefect)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{str(flow_run.get_id() or uuid.uuid4())[:8]}"
+
+
+@task(name="build-reference", cache_policy=NO_CACHE)
+def build_reference(
+    cfg: RunConfig, prepared: PreparedData, exported: ExportResult, run_dir: Path
+) -> ReferenceFiles | None:
+    """The validation images scored by the exported model (+ the embedding PCA): published with the version.
+    Classifiers only: a segmenter gets no reference (None), so it is not drift-monitored."""
+    if cfg.model.task == "segment":
+        return None
+    return reference_for_run(cfg, prepared, Path(exported.path), run_dir / "reference")
+
+
+@task(name="load-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def fetch_production(model: str, store: str, cache_dir: Path) -> Production:
+    return load_production(Registry(open_store(store)), model, cache_dir)
+
+
+@task(name="score-images", cache_policy=NO_CACHE)
+def score_images(production: Production, source: str, store: str, overrides: dict[str, Any], run: str) -> LogWritten:
+    """Stream the source through the model into the prediction log; unreadable files become rows, not errors."""
+    mon, _ = monitor_settings(production.config, overrides)
+    frames = score_stream(
+        production.classifier(), image_source(source, production.classes), mon.batch_size, mon.workers
+    )
+    written = write_log(open_store(store), production.model, production.version, run, source, frames, mon.chunk_rows)
+    get_run_logger().info(
+        "%d images scored in %.1f s (%d unreadable) -> %d parquet part(s)",
+        written.rows,
+        written.seconds,
+        written.unreadable,
+        len(written.keys),
+    )
+    return written
+
+
+@task(name="check-drift", cache_policy=NO_CACHE)
+def check_drift(
+    production: Production, store: str, overrides: dict[str, Any], labels: str | None, run: str
+) -> MonitorCheck:
+    """Evidently report of the window vs the reference (+ live metrics if labelled) -> report.html in the store."""
+    mon, _ = monitor_settings(production.config, overrides)
+    truth = pd.read_csv(labels, dtype=str, keep_default_na=False) if labels else None
+    return check_window(open_store(store), production, mon, run, datetime.now(UTC), truth)
+
+
+@task(name="monitor-artifacts", cache_policy=NO_CACHE)
+def publish_monitor_artifacts(check: MonitorCheck) -> None:
+    """`<model>-drift`: every score and verdict; `<model>-monitor`: the verdict with a link to the report."""
+    create_table_artifact(key=f"{check.model}-drift", table=check.table(), description=f"{check.model}: drift tests")
+    create_markdown_artifact(
+        key=f"{check.model}-monitor", markdown=check.markdown(), description=f"{check.model}: monitor verdict"
+    )
+
+
+@task(name="monitor-alerts", cache_policy=NO_CACHE)
+def send_monitor_alerts(check: MonitorCheck, production: Production, overrides: dict[str, Any]) -> list[str]:
+    """Drift or a live-metric drop -> Prefect event + webhook (tasks.alerts.dispatch); returns the events."""
+    _, alerts_cfg = monitor_settings(production.config, overrides)
+    alerts = monitor_alerts(check, flow_run_url())
+    for alert in alerts:
+        dispatch(alert, alerts_cfg)
+    return [a.event for a in alerts]
+
+
+@task(name="trigger-retrain", cache_policy=NO_CACHE)
+def trigger_retrain(check: MonitorCheck, production: Production, store: str, overrides: dict[str, Any]) -> str | None:
+    """On drift, with monitor.retrain_on_drift: start the retrain deployment (not waiting for it) unless one was
+    started for this window today. Returns the new flow run's id, else None."""
+    mon, _ = monitor_settings(production.config, overrides)
+    if not (check.drift.drifted and mon.retrain_on_drift):
+        return None
+    name = mon.retrain_deployment or f"retrain/{check.model}"
+    artifacts, log = open_store(store), get_run_logger()
+    key = retrain_marker(check.model, check.window, datetime.now(UTC))
+    record = {"deployment": name, "monitor_run": check.run, "version": check.version, "groups": check.drift.groups}
+    if not claim_retrain(artifacts, key, record):
+        log.info("retrain for %s already started for this window (%s): not again", check.model, artifacts.url(key))
+        return None
+    try:
+        started = run_deployment(name=name, timeout=0, idempotency_key=key, tags=["drift"])
+    except BaseException:
+        artifacts.delete(key)  # nothing started: let the next monitor run try again
+        raise
+    log.info("drift: started %s (flow run %s)", name, started.id)
+    return str(started.id)

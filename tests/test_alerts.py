@@ -1,0 +1,279 @@
+"""Alerts: the webhook message reaching a real local HTTP receiver, retries, a dead webhook, the crash hook,
+and the Prefect automation of deployments/automations/ on a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from flows.retrain import retrain
+from ml.alerts import ENV_WEBHOOK, GATE_FAILED, METRIC_REGRESSED, post_json, run_alerts, webhook_url
+from ml.config import AlertConfig, RunConfig, load_config
+from ml.gate import ChampionEval, GateReport, RuleResult
+from tasks.alerts import send_alerts
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTOMATION = ROOT / "deployments" / "automations" / "gate-failed.yaml"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records every POST; answers `fail_with` to the first `failures` of them."""
+
+    url: str
+    posts: list[tuple[str, dict]] = field(default_factory=list)
+    failures: int = 0
+    fail_with: int = 500
+
+    def wait_for(self, n: int, timeout: float = 30.0) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        while len(self.posts) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.posts
+
+    def texts(self, path: str = "") -> list[str]:
+        return [body["text"] for p, body in self.posts if p.startswith(path)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if state.failures > 0:
+                state.failures -= 1
+                self.send_response(state.fail_with)
+            else:
+                state.posts.append((self.path, body))
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+
+
+FAILED_GATE = GateReport([RuleResult("accuracy >= 1.01", 1.01, 0.5, False), RuleResult("loss <= 9", 9, 0.4, True)])
+REGRESSED = ChampionEval("v0", {"accuracy": 0.5, "macro_f1": 0.5}, {"accuracy": 0.9, "macro_f1": 0.5}, 8)
+
+
+def test_messages_name_model_version_failed_rules_and_run():
+    gate_alert, regression = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, 0.01, "http://ui/runs/flow-run/x")
+    assert (gate_alert.event, regression.event) == (GATE_FAILED, METRIC_REGRESSED)
+    assert gate_alert.resource == {"prefect.resource.id": "visionflow.model.demo", "prefect.resource.name": "demo"}
+    text = gate_alert.text()
+    for part in (
+        "*demo*: gate failed",
+        "version: `v1`",
+        "production: `v0`",
+        "accuracy >= 1.01: measured 0.5",
+        "run: http://ui/runs/flow-run/x",
+    ):
+        assert part in text
+    assert "loss" not in text  # only the failed rules
+    assert "accuracy: 0.9000 -> 0.5000 (-0.4000)" in regression.text() and "macro_f1" not in regression.text()
+    assert regression.payload()["extra"]["regressed"] == {"accuracy": {"production": 0.9, "candidate": 0.5}}
+    passed = GateReport([RuleResult("loss <= 9", 9, 0.4, True)])
+    assert run_alerts("demo", "v1", passed, ChampionEval(None, {"accuracy": 0.5}), 0.01, None) == []
+
+
+def test_webhook_is_retried_until_delivered(receiver: Receiver):
+    receiver.failures = 2
+    assert post_json(receiver.url + "/hook", {"text": "hi"}, attempts=3, backoff_s=0.01)
+    assert receiver.posts == [("/hook", {"text": "hi"})]
+
+
+def test_webhook_refusal_is_not_retried(receiver: Receiver, caplog: pytest.LogCaptureFixture):
+    receiver.failures, receiver.fail_with = 5, 404
+    with caplog.at_level(logging.WARNING, logger="ml.alerts"):
+        assert not post_json(receiver.url + "/secret-token", {"text": "hi"}, attempts=3, backoff_s=0.01)
+    assert receiver.failures == 4  # one attempt only
+    assert "HTTP 404" in caplog.text and "secret-token" not in caplog.text  # the URL's secret path is not logged
+
+
+def test_dead_webhook_only_logs_a_warning(caplog: pytest.LogCaptureFixture):
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="ml.alerts"):
+        assert not post_json(_dead_url(), {"text": "hi"}, attempts=3, timeout_s=1, backoff_s=0.05)
+    assert time.monotonic() - start < 5
+    assert "not delivered after 3 attempt(s)" in caplog.text and "Connection refused" in caplog.text
+
+
+def test_webhook_url_from_config_then_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(ENV_WEBHOOK, raising=False)
+    assert webhook_url(AlertConfig()) is None
+    monkeypatch.setenv(ENV_WEBHOOK, "https://hooks.example/env")
+    assert webhook_url(AlertConfig()) == "https://hooks.example/env"
+    assert webhook_url(AlertConfig(webhook_url="https://hooks.example/cfg")) == "https://hooks.example/cfg"
+    cfg = load_config("demo", {"alerts.webhook_url": "https://hooks.example/secret"})
+    assert "webhook_url" not in cfg.model_dump()["alerts"]  # a secret: not saved with the version's config
+
+
+@flow
+def _alerting_flow(cfg: RunConfig) -> list[str]:
+    return send_alerts(cfg, "v1", FAILED_GATE, REGRESSED)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_completes_when_the_webhook_is_down(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    cfg = load_config("demo", {"alerts.webhook_url": _dead_url(), "alerts.webhook_attempts": 2})
+    with caplog.at_level(logging.WARNING, logger="ml.alerts"):
+        state = _alerting_flow(cfg, return_state=True)
+    assert state.is_completed() and state.result() == [GATE_FAILED, METRIC_REGRESSED]
+    assert caplog.text.count("not delivered after 2 attempt(s)") == 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_crashing_retrain_sends_a_crash_alert(tmp_path: Path, receiver: Receiver):
+    (tmp_path / "data").mkdir()  # exists, so nothing is generated: an empty dataset stops the run
+    over = tiny_overrides(tmp_path, **{"alerts.webhook_url": receiver.url + "/crash"})
+    state = retrain("demo", over, return_state=True)
+    assert state.is_failed()
+    (text,) = receiver.texts("/crash")
+    assert "*demo*: retrain flow crashed" in text and "version: none published" in text
+    assert str(tmp_path / "data") in text  # the error says what broke
+
+
+# --- a real Prefect server: the automation of deployments/automations/ turns our events into a webhook call ----
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`prefect server start` with its own PREFECT_HOME; yields the environment of a client pointed at it."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "server-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("PREFECT_API_URL", None)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    client_env = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(tmp_path / "client")}
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log)
+        yield client_env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"prefect server not healthy within {timeout}s: {log.read_text()[-2000:]}")
+
+
+EMIT = """
+import sys
+from prefect import flow
+from ml.config import load_config
+from ml.gate import ChampionEval, GateReport, RuleResult
+from tasks.alerts import send_alerts
+
+@flow
+def alerting(url: str) -> list[str]:
+    gate = GateReport([RuleResult("accuracy >= 1.01", 1.01, 0.5, False)])
+    champion = ChampionEval("v0", {"accuracy": 0.5}, {"accuracy": 0.9}, 8)
+    return send_alerts(load_config("demo", {"alerts.webhook_url": url}), "v1", gate, champion)
+
+print(alerting(sys.argv[1]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_automation_file_is_accepted_and_turns_events_into_a_webhook(
+    prefect_server: dict[str, str], receiver: Receiver, tmp_path: Path
+):
+    def run(*cmd: str) -> str:
+        out = subprocess.run(cmd, env=prefect_server, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    # the commands of the YAML's header, with allow_private_urls for a receiver on 127.0.0.1
+    header = AUTOMATION.read_text()
+    assert 'sed "s/WEBHOOK_BLOCK_ID/$ID/" deployments/automations/gate-failed.yaml' in header
+    assert "prefect automation create --from-file /tmp/gate-failed.yaml" in header
+    block_id = (
+        run(
+            sys.executable,
+            "-c",
+            (
+                "from prefect.blocks.webhook import Webhook; print(Webhook(url='" + receiver.url + "/automation', "
+                "headers={'Content-Type': 'application/json'}, allow_private_urls=True).save('visionflow-alerts'))"
+            ),
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    rendered = tmp_path / "gate-failed.yaml"
+    rendered.write_text(header.replace("WEBHOOK_BLOCK_ID", block_id))
+    created = run(str(Path(sys.executable).parent / "prefect"), "automation", "create", "--from-file", str(rendered))
+    assert "Created automation 'visionflow-alerts'" in created
+
+    run(sys.executable, "-c", EMIT, receiver.url + "/direct")  # a flow run on the server alerts twice
+    receiver.wait_for(4, timeout=30)
+    direct, via_automation = receiver.texts("/direct"), receiver.texts("/automation")
+    assert len(direct) == 2 and sorted(via_automation) == sorted(direct)  # same text, both ways
+    assert any("gate failed" in t for t in direct) and any("regressed" in t for t in direct)
+    assert all(f"run: {prefect_server['PREFECT_API_URL'].removesuffix('/api')}/runs/flow-run/" in t for t in direct)

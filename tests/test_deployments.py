@@ -1,0 +1,215 @@
+"""prefect.yaml on a real Prefect server: `make server`, `make deploy`, a CLI trigger of `retrain/demo` that a
+worker runs, the registry gets the version, the UI lists the run.
+
+    .venv/bin/pytest -q tests/test_deployments.py      # ~2 min: a server, one tiny retrain, a browser
+
+Everything started here (server, worker, the flow run's process) is stopped at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from PIL import Image
+
+from ml.config import PRESET_DIR
+from ml.registry import Registry
+from ml.storage import open_store
+from tests.conftest import tiny_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+MAKE = ["make", "-s", "-o", ".venv/.installed"]  # never reinstall the venv from inside a test
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]  # for clients: PREFECT_API_URL points here
+    api: httpx.Client
+
+
+@dataclass
+class DemoRun:
+    id: str
+    name: str
+    state: str
+    store: str
+    worker_log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGINT to the process and its children (its own session), SIGKILL to whatever is left after `grace`."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    proc.wait()
+
+
+@contextmanager
+def _started(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            _kill_group(proc)
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> str:
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _kill_group(proc, grace=0)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-4000:]}"
+    return out
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """`make server` on a free loopback port, with its own PREFECT_HOME (SQLite) under tmp."""
+    home = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    url = f"http://127.0.0.1:{port}"
+    log = home / "server.log"
+    with _started([*MAKE, "server", f"PORT={port}"], env, log) as proc, httpx.Client(base_url=f"{url}/api") as api:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, f"the server exited:\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"no /api/health after 90 s:\n{_tail(log)}"
+            try:
+                if api.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield Server(url, env | {"PREFECT_API_URL": f"{url}/api"}, api)
+
+
+@pytest.fixture(scope="module")
+def deployed(server: Server) -> dict:
+    """`make deploy` with every GPU slot taken (GPUS=0), so the CPU run below proves CPU work never waits."""
+    env = server.env | {"VISIONFLOW_WEBHOOK_URL": "http://127.0.0.1:9/never-called"}
+    _run([*MAKE, "deploy", "GPUS=0"], env)
+    return server.api.get("/deployments/name/retrain/demo").raise_for_status().json()
+
+
+@pytest.fixture(scope="module")
+def demo_run(server: Server, deployed: dict, tmp_path_factory) -> DemoRun:
+    """`prefect deployment run 'retrain/demo'` with the demo shrunk to seconds, run by a --run-once worker."""
+    tmp = tmp_path_factory.mktemp("demo-run")
+    overrides = tiny_overrides(tmp, **{"train.epochs": 1, "train.device": "cpu"})
+    trigger = [PREFECT, "deployment", "run", "retrain/demo", "--param", f"overrides={json.dumps(overrides)}"]
+    out = _run(trigger, server.env)
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+    log = tmp / "worker.log"
+    with _started([PREFECT, "worker", "start", "--pool", "visionflow", "--run-once"], server.env, log):
+        deadline = time.monotonic() + 150
+        while (run := server.api.get(f"/flow_runs/{run_id}").json())["state"]["type"] not in FINAL:
+            assert time.monotonic() < deadline, f"flow run not finished after 150 s:\n{_tail(log)}"
+            time.sleep(1)
+    return DemoRun(run_id, run["name"], run["state"]["type"], overrides["storage.uri"], log)
+
+
+def test_prefect_yaml_has_a_nightly_retrain_per_preset():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    retrain = {d["name"]: d for d in spec["deployments"] if d["entrypoint"] == "flows/retrain.py:retrain"}
+    assert set(retrain) == {p.stem for p in PRESET_DIR.glob("*.yaml")}, "prefect.yaml: one retrain per preset"
+    for name, d in retrain.items():
+        assert d["parameters"]["preset"] == name
+        assert [(s["cron"], s["timezone"]) for s in d["schedules"]] == [("0 2 * * *", "UTC")]
+        assert d["concurrency_limit"]["limit"] == 1
+        assert d["work_pool"]["name"] == "visionflow"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_make_deploy_registers_schedule_limits_and_automations(server: Server, deployed: dict):
+    assert deployed["work_pool_name"] == "visionflow"
+    assert deployed["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    assert [s["schedule"]["cron"] for s in deployed["schedules"]] == ["0 2 * * *"]
+    assert deployed["global_concurrency_limit"]["limit"] == 1
+    assert deployed["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert server.api.get("/v2/concurrency_limits/gpu").raise_for_status().json()["limit"] == 0
+    automations = {a["name"] for a in server.api.post("/automations/filter", json={}).raise_for_status().json()}
+    for path in (REPO / "deployments" / "automations").glob("*.yaml"):
+        assert yaml.safe_load(path.read_text())["name"] in automations, f"{path.name} was not created"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_cli_triggered_run_completes_on_the_worker_and_publishes(server: Server, demo_run: DemoRun):
+    assert demo_run.state == "COMPLETED", _tail(demo_run.worker_log)
+    registry = Registry(open_store(demo_run.store))
+    (version,) = registry.versions("demo")
+    assert registry.get_alias("demo", "production")["version"] == version
+    flt = {"artifacts": {"flow_run_id": {"any_": [demo_run.id]}}}
+    keys = {a["key"] for a in server.api.post("/artifacts/filter", json=flt).raise_for_status().json()}
+    assert {"demo-metrics", "demo-summary"} <= keys
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_pausing_the_nightly_schedule(server: Server, deployed: dict):
+    (schedule,) = deployed["schedules"]
+    _run([PREFECT, "deployment", "schedule", "pause", "retrain/demo", schedule["id"]], server.env)
+    paused = server.api.get("/deployments/name/retrain/demo").raise_for_status().json()["schedules"]
+    assert [s["active"] for s in paused] == [False]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium)")
+def test_the_ui_flow_runs_page_shows_the_run(server: Server, demo_run: DemoRun, tmp_path):
+    headless = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]
+    browse = [CHROMIUM, *headless, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    for _ in range(3):  # on a loaded machine the page's first API answers may miss the time budget
+        dom = _run([*browse, "--dump-dom", f"{server.url}/runs"], server.env, timeout=90)
+        if demo_run.name in dom:
+            break
+    (tmp_path / "runs.html").write_text(dom)
+    assert demo_run.name in dom, f"the UI's runs page does not list {demo_run.name}: {tmp_path / 'runs.html'}"
+    shot = tmp_path / "flow-runs.png"
+    _run([*browse, f"--screenshot={shot}", f"{server.url}/runs"], server.env, timeout=90)
+    with Image.open(shot) as img:
+        assert img.size == (1400, 900) and len(img.convert("RGB").getcolors(maxcolors=1 << 21)) > 50  # not blank

@@ -1,0 +1,227 @@
+"""Gate rules as pure functions on fabricated numbers; ONNX scoring and champion comparison on real onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from ml.champion import challenge
+from ml.config import ChampionConfig, GateConfig, load_config
+from ml.data.prepare import prepare_dataset
+from ml.export import export_onnx
+from ml.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
+from ml.onnx_eval import IncompatibleModel, evaluate_on_split, latency_on_split
+from ml.registry import Registry
+from ml.report import gate_rows
+from ml.storage import open_store
+from tests.conftest import tiny_overrides
+
+CLASSES = ["circle", "cross", "square", "triangle"]
+
+
+def _metrics(accuracy=0.9, macro_f1=0.88, recalls=(0.9, 0.9, 0.9, 0.9), shares=(0.25, 0.25, 0.25, 0.25)) -> dict:
+    return {
+        "accuracy": accuracy,
+        "macro_f1": macro_f1,
+        "loss": 0.3,
+        "auroc": 0.97,
+        "per_class": {c: {"precision": 0.9, "recall": r, "f1": 0.9} for c, r in zip(CLASSES, recalls, strict=True)},
+        "prediction_share": dict(zip(CLASSES, shares, strict=True)),
+    }
+
+
+NO_PRODUCTION = ChampionEval(None, {"macro_f1": 0.88})
+
+
+def _rows(report) -> dict[str, bool]:
+    return {r.rule: r.passed for r in report.rules}
+
+
+def test_absolute_rules_and_a_missing_metric_fails():
+    rules = GateConfig(min={"accuracy": 0.9, "auroc": 0.99}, max={"loss": 0.5}, champion={"enabled": False})
+    report = evaluate_gate(Candidate({**_metrics(), "auroc": None}), NO_PRODUCTION, rules)
+    assert _rows(report) == {"accuracy >= 0.9": True, "auroc >= 0.99": False, "loss <= 0.5": True}
+    assert report.failed[0].detail == "not measured" and report.verdict == "failed (1/3 rules)"
+    assert not report.passed
+
+
+def test_per_class_minimum_is_one_row_per_class():
+    rules = GateConfig(per_class_min={"recall": 0.85}, champion={"enabled": False})
+    report = evaluate_gate(Candidate(_metrics(recalls=(0.9, 0.5, 0.95, 0.85))), NO_PRODUCTION, rules)
+    assert _rows(report) == {
+        "recall[circle] >= 0.85": True,
+        "recall[cross] >= 0.85": False,
+        "recall[square] >= 0.85": True,
+        "recall[triangle] >= 0.85": True,
+    }
+
+
+def test_bias_rule_catches_a_model_that_predicts_one_class():
+    rules = GateConfig(max_class_share=0.4, champion={"enabled": False})
+    balanced = evaluate_gate(Candidate(_metrics()), NO_PRODUCTION, rules)
+    lopsided = evaluate_gate(Candidate(_metrics(shares=(0.1, 0.85, 0.05, 0.0))), NO_PRODUCTION, rules)
+    assert balanced.passed and not lopsided.passed
+    row = lopsided.rules[0]
+    assert (row.measured, row.threshold, row.detail) == (0.85, 0.4, "most predicted: cross")
+
+
+def test_cost_rules_on_size_and_latency():
+    rules = GateConfig(max_model_mb=5, max_latency_ms=2, champion={"enabled": False})
+    assert evaluate_gate(Candidate(_metrics(), model_mb=4.9, latency_ms=1.5), NO_PRODUCTION, rules).passed
+    report = evaluate_gate(Candidate(_metrics(), model_mb=19.7, latency_ms=None), NO_PRODUCTION, rules)
+    assert _rows(report) == {"onnx size MB <= 5": False, "latency ms/image <= 2": False}
+    assert report.rules[1].detail.startswith("median per image")
+
+
+@pytest.mark.parametrize(
+    ("production", "candidate", "rules", "passed", "threshold"),
+    [
+        (0.80, 0.80, {}, True, 0.79),  # equal
+        (0.80, 0.795, {}, True, 0.79),  # worse, within the default tolerance 0.01
+        (0.80, 0.78, {}, False, 0.79),  # worse beyond it
+        (0.80, 0.78, {"tolerance": 0.05}, True, 0.75),
+        (0.80, 0.81, {"min_delta": 0.02}, False, 0.82),  # better, but not by enough
+        (0.80, 0.83, {"min_delta": 0.02}, True, 0.82),
+    ],
+)
+def test_champion_rule_compares_with_production(production, candidate, rules, passed, threshold):
+    champ = ChampionEval("v1", {"macro_f1": candidate}, {"macro_f1": production}, n_images=80)
+    row = champion_rule(champ, ChampionConfig(**rules))
+    assert row.passed is passed and row.threshold == pytest.approx(threshold) and row.measured == candidate
+    assert "production v1: 0.8000" in row.detail and "80 images" in row.detail
+
+
+def test_champion_rule_on_loss_wants_lower():
+    champ = ChampionEval("v1", {"loss": 0.52}, {"loss": 0.50})
+    assert not champion_rule(champ, ChampionConfig(metric="loss")).passed
+    assert champion_rule(champ, ChampionConfig(metric="loss", tolerance=0.05)).rule == "loss vs production <= 0.55"
+
+
+def test_champion_rule_without_production_passes_and_says_so():
+    row = champion_rule(NO_PRODUCTION, ChampionConfig())
+    assert row.passed and row.threshold is None and row.detail == "no production model yet: nothing to beat"
+
+
+def test_champion_rule_fails_with_the_reason_when_production_is_not_comparable():
+    champ = ChampionEval("v1", {"macro_f1": 0.9}, error="it predicts classes ['a', 'b'], this split has ['a', 'c']")
+    row = champion_rule(champ, ChampionConfig())
+    assert not row.passed and row.detail.startswith("production v1 not comparable: it predicts classes ['a', 'b']")
+    undefined = champion_rule(ChampionEval("v1", {"auroc": None}, {"auroc": 0.9}), ChampionConfig(metric="auroc"))
+    assert not undefined.passed and "undefined on this split" in undefined.detail
+
+
+def test_gate_rows_are_what_the_table_artifact_shows():
+    rules = GateConfig(min={"accuracy": 0.95}, max_class_share=0.4)
+    report = evaluate_gate(Candidate(_metrics()), NO_PRODUCTION, rules)
+    assert gate_rows(report) == [
+        {"rule": "accuracy >= 0.95", "threshold": "0.95", "measured": "0.9000", "result": "FAIL", "detail": ""},
+        {
+            "rule": "max class share of predictions <= 0.4",
+            "threshold": "0.4",
+            "measured": "0.2500",
+            "result": "pass",
+            "detail": "most predicted: circle",
+        },
+        {
+            "rule": "macro_f1 vs production",
+            "threshold": "n/a",
+            "measured": "0.8800",
+            "result": "pass",
+            "detail": "no production model yet: nothing to beat",
+        },
+    ]
+
+
+def test_regressions_beyond_tolerance_only():
+    champ = ChampionEval(
+        "v1",
+        {"accuracy": 0.80, "macro_f1": 0.795, "auroc": None, "loss": 9.0},
+        {"accuracy": 0.90, "macro_f1": 0.80, "auroc": 0.9, "loss": 0.1},
+    )
+    assert regressions(champ, tolerance=0.01) == {"accuracy": (0.90, 0.80)}
+    assert regressions(ChampionEval(None, {"accuracy": 0.1}), 0.0) == {}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"per_class_min": {"recal": 0.8}},
+        {"champion": {"metric": "f2"}},
+        {"max_class_share": 1.5},
+        {"champion": {"tolerance": -0.1}},
+        {"max_latency_ms": 0},
+    ],
+)
+def test_gate_config_rejects_bad_rules(bad):
+    with pytest.raises(ValidationError):
+        GateConfig(**bad)
+
+
+# --- real ONNX files through onnxruntime, on a real prepared split --------------------------------------------
+
+
+def _onnx(path: Path, channels: int = 3, size: int = 32, classes: int = 4, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, classes))
+    return export_onnx(model, torch.rand(1, channels, size, size), path)
+
+
+@pytest.fixture
+def split(tmp_path):
+    cfg = load_config("demo", tiny_overrides(tmp_path))
+    return cfg, prepare_dataset(cfg.data, tmp_path / "prep")
+
+
+def _publish(registry: Registry, onnx: Path, classes: list[str]) -> str:
+    return registry.publish("demo", {"model.onnx": onnx}, {"classes": classes})
+
+
+def test_same_model_as_production_scores_identically(split, tmp_path):
+    cfg, prepared = split
+    onnx = _onnx(tmp_path / "cand.onnx")
+    registry = Registry(open_store(cfg.storage.uri))
+    production = _publish(registry, onnx, prepared.classes)
+    champ = challenge(registry, cfg, prepared, onnx, production, tmp_path)
+    assert champ.error is None and champ.n_images == sum(prepared.counts["val"].values())
+    assert champ.candidate_metrics == champ.production_metrics  # same split, same code
+    assert champion_rule(champ, ChampionConfig(tolerance=0)).passed
+    assert evaluate_on_split(cfg, prepared, onnx)["accuracy"] == champ.candidate_metrics["accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("classes", "predicts classes ['a', 'b', 'c', 'd'], this split has"),
+        ("input", "input 'image' is ['batch', 1, 32, 32], this split's images are N x (3, 32, 32)"),
+        ("outputs", "predicts (3,) classes, this split has 4"),
+        ("corrupt", "onnxruntime cannot load it"),
+    ],
+)
+def test_incompatible_production_fails_the_rule_with_a_message(split, tmp_path, kind, message):
+    cfg, prepared = split
+    registry = Registry(open_store(cfg.storage.uri))
+    bad = tmp_path / "bad.onnx"
+    if kind == "corrupt":
+        bad.write_bytes(b"not an onnx file")
+    else:
+        _onnx(bad, channels=1 if kind == "input" else 3, classes=3 if kind == "outputs" else 4)
+    production = _publish(registry, bad, ["a", "b", "c", "d"] if kind == "classes" else prepared.classes)
+    champ = challenge(registry, cfg, prepared, _onnx(tmp_path / "cand.onnx"), production, tmp_path)
+    assert message in champ.error and champ.production_metrics == {}
+    row = champion_rule(champ, ChampionConfig())
+    assert not row.passed and f"production {production} not comparable" in row.detail
+    if kind != "classes":  # a file that cannot score this split says which file
+        with pytest.raises(IncompatibleModel, match="bad.onnx"):
+            evaluate_on_split(cfg, prepared, bad)
+
+
+def test_latency_is_measured_per_image(split, tmp_path):
+    cfg, prepared = split
+    ms = latency_on_split(cfg, prepared, _onnx(tmp_path / "m.onnx"))
+    assert 0 < ms < 1000
+    rules = GateConfig(max_latency_ms=1e-6, champion={"enabled": False})
+    assert not evaluate_gate(Candidate(_metrics(), latency_ms=ms), NO_PRODUCTION, rules).passed

