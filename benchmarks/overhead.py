@@ -85,23 +85,40 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="visionflow-overhead-"))
-    overrides = {"data.root": str(tmp / "data"), "data.synthetic.per_class": args.per_class,
-                 "train.epochs": args.epochs, "train.progress": False, "storage.workdir": str(tmp / "runs"),
-                 "storage.uri": f"file://{tmp / 'store'}"}
+    overrides = {
+        "data.root": str(tmp / "data"),
+        "data.synthetic.per_class": args.per_class,
+        "train.epochs": args.epochs,
+        "train.progress": False,
+        "storage.workdir": str(tmp / "runs"),
+        "storage.uri": f"file://{tmp / 'store'}",
+    }
     cfg = load_config("demo", overrides)
     prepared = prepare_dataset(cfg.data, tmp / "prep")
     rows = []
     for r in range(args.repeats):
         flow_s = flow_train_seconds(overrides)
         bare_s = bare_loop(cfg, prepared.split_csv, prepared.classes)
-        rows.append({"repeat": r, "flow_train_s": round(flow_s, 2), "bare_loop_s": round(bare_s, 2),
-                     "ratio": round(flow_s / bare_s, 3)})
+        rows.append(
+            {
+                "repeat": r,
+                "flow_train_s": round(flow_s, 2),
+                "bare_loop_s": round(bare_s, 2),
+                "ratio": round(flow_s / bare_s, 3),
+            }
+        )
     print(f"{'repeat':>6} {'flow train s':>13} {'bare loop s':>12} {'ratio':>7}")
     for row in rows:
         print(f"{row['repeat']:>6} {row['flow_train_s']:>13} {row['bare_loop_s']:>12} {row['ratio']:>7}")
-    result = {"benchmark": "overhead", "epochs": args.epochs, "images": sum(sum(c.values()) for c in
-              prepared.counts.values()), "model": cfg.model.name, "torch_threads": torch.get_num_threads(),
-              "rows": rows, "goal": "ratio <= 1.10"}
+    result = {
+        "benchmark": "overhead",
+        "epochs": args.epochs,
+        "images": sum(sum(c.values()) for c in prepared.counts.values()),
+        "model": cfg.model.name,
+        "torch_threads": torch.get_num_threads(),
+        "rows": rows,
+        "goal": "ratio <= 1.10",
+    }
     out = ROOT / "benchmarks" / "results" / "overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -57,27 +57,41 @@ def run_preset(preset: str, overrides: dict, store: str) -> dict:
     n_train = sum(counts["train"].values())
     latency = next((r["measured"] for r in meta["gate"]["rules"] if r["rule"].startswith("latency")), None)
     return {
-        "preset": preset, "model": cfg.model.name, "device": training["device"],
+        "preset": preset,
+        "model": cfg.model.name,
+        "device": training["device"],
         "metrics": {k: summary["metrics"].get(k) for k in HEADLINE if summary["metrics"].get(k) is not None},
-        "gate": summary["gate"]["verdict"], "promoted": summary["promoted"],
-        "epochs": training["epochs_run"], "train_s": round(training["seconds"], 1),
+        "gate": summary["gate"]["verdict"],
+        "promoted": summary["promoted"],
+        "epochs": training["epochs_run"],
+        "train_s": round(training["seconds"], 1),
         "train_images_per_s": round(n_train * training["epochs_run"] / max(training["seconds"], 1e-9), 1),
-        "onnx_mb": round(meta["export"]["size_bytes"] / 1e6, 2), "latency_ms": latency,
-        "train_images": n_train, "val_images": sum(counts["val"].values()), "wall_s": round(wall, 1),
+        "onnx_mb": round(meta["export"]["size_bytes"] / 1e6, 2),
+        "latency_ms": latency,
+        "train_images": n_train,
+        "val_images": sum(counts["val"].values()),
+        "wall_s": round(wall, 1),
     }
 
 
 def markdown(rows: list[dict], where: str, mode: str) -> str:
-    lines = [f"# Presets on real data ({mode})", "", f"Machine: {where}", "",
-             "| preset | model | metrics (validation) | gate | epochs | train s | img/s | ONNX MB | latency ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Presets on real data ({mode})",
+        "",
+        f"Machine: {where}",
+        "",
+        "| preset | model | metrics (validation) | gate | epochs | train s | img/s | ONNX MB | latency ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['preset']} | error: {r['error']} | | | | | | | |")
             continue
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
-        lines.append(f"| {r['preset']} | {r['model']} | {metrics} | {r['gate']} | {r['epochs']} | {r['train_s']} "
-                     f"| {r['train_images_per_s']} | {r['onnx_mb']} | {r['latency_ms']} |")
+        lines.append(
+            f"| {r['preset']} | {r['model']} | {metrics} | {r['gate']} | {r['epochs']} | {r['train_s']} "
+            f"| {r['train_images_per_s']} | {r['onnx_mb']} | {r['latency_ms']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

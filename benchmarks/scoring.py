@@ -7,8 +7,10 @@ The images are generated once into --data and reused. Every (images, count, engi
 so its peak RSS (VmHWM) is its own. A run is the hot loop of flows.score: ml.inference.score_stream (walk,
 read, decode, measure, resize in a thread pool; the model in batches) feeding ml.monitoring.write_log (parquet
 parts into a file store); torch eager swaps only the model call. "model only" times the model call alone on a
-fixed batch. Goals: onnxruntime >= 1.5x torch eager images/s; peak RSS at the largest count within 10% of the
-smallest. Prints a table, writes benchmarks/results/scoring.json.
+fixed batch. On a shared machine load comes in spikes, so the engines alternate and the best round counts
+(--rounds for the smaller counts; the largest runs once per engine). Goals: onnxruntime >= 1.5x torch eager
+images/s; peak RSS at the largest count within 10% of the smallest. Prints a table, writes
+benchmarks/results/scoring.json.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from ml.storage import FileStore  # noqa: E402
 KINDS = {"rgb32": (32, 3), "grey28": (28, 1)}  # name -> (side, channels)
 CLASSES = ["a", "b", "c", "d"]
 BATCH, WORKERS, CHUNK_ROWS = 256, 4, 10_000
+ENGINES = ("onnxruntime", "torch eager")
+ROUNDS_UP_TO = 20_000  # counts up to this run --rounds times per engine (alternating, best kept); larger ones once
 GOAL_SPEEDUP, GOAL_RSS = 1.5, 1.10
 
 
@@ -118,24 +122,32 @@ def _model(engine: str, kind: str, paths: dict[str, str]) -> OnnxClassifier:
     return TorchEager(paths["weights"], side, channels, projection)
 
 
-def worker(engine: str, kind: str, root: str | None, paths: dict[str, str]) -> dict:
-    """One measured run in this (fresh) process: end to end over `root`, or the model alone if root is None."""
-    model = _model(engine, kind, paths)
+def model_only(kind: str, paths: dict[str, str], rounds: int = 5, reps: int = 5) -> dict[str, float]:
+    """images/s of the model call alone on one fixed batch: the engines alternate, best round of each (a shared
+    machine's load spikes hit one round, not one engine)."""
     side, channels = KINDS[kind]
-    if root is None:
-        batch = np.random.default_rng(1).integers(0, 256, (BATCH, side, side, channels), dtype=np.uint8)
-        model.run(batch)
-        start, reps = time.perf_counter(), 20
-        for _ in range(reps):
+    batch = np.random.default_rng(1).integers(0, 256, (BATCH, side, side, channels), dtype=np.uint8)
+    models = {engine: _model(engine, kind, paths) for engine in ENGINES}
+    best = dict.fromkeys(ENGINES, 0.0)
+    for _ in range(rounds):
+        for engine, model in models.items():
             model.run(batch)
-        return {"images_per_s": BATCH * reps / (time.perf_counter() - start)}
+            start = time.perf_counter()
+            for _ in range(reps):
+                model.run(batch)
+            best[engine] = max(best[engine], BATCH * reps / (time.perf_counter() - start))
+    return best
+
+
+def end_to_end(engine: str, kind: str, root: str, paths: dict[str, str]) -> dict:
+    """One run of the scoring hot loop over `root` in this (fresh) process: images/s and peak RSS."""
+    model = _model(engine, kind, paths)
     with tempfile.TemporaryDirectory() as store:
         frames = score_stream(model, local_images(Path(root)), BATCH, WORKERS)
         written = write_log(FileStore(store), "bench", "v1", "run", root, frames, CHUNK_ROWS)
     return {
         "images": written.rows,
         "parts": len(written.keys),
-        "seconds": written.seconds,
         "images_per_s": written.rows / written.seconds,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -147,9 +159,10 @@ def peak_rss_mb() -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
-def measure(engine: str, kind: str, root: Path | None, paths: dict[str, str]) -> dict:
-    args = [sys.executable, __file__, "--worker", json.dumps([engine, kind, root and str(root), paths])]
-    out = subprocess.run(args, capture_output=True, text=True, check=True)
+def in_subprocess(function: str, *args: object) -> dict:
+    """Call `function(*args)` of this file in a fresh interpreter; its JSON result."""
+    cmd = [sys.executable, __file__, "--worker", json.dumps([function, *args])]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -165,21 +178,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "visionflow-bench")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scoring.json")
+    p.add_argument("--rounds", type=int, default=3, help=f"alternating runs per engine for counts <= {ROUNDS_UP_TO}")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(*json.loads(a.worker))))
+        function, *args = json.loads(a.worker)
+        print(json.dumps({"model_only": model_only, "end_to_end": end_to_end}[function](*args)))
         return
     rows = []
     for kind in a.kinds:
         paths = prepare_model(a.data, kind)
-        for engine in ("onnxruntime", "torch eager"):
-            rows.append({"kind": kind, "count": "model only", "engine": engine, **measure(engine, kind, None, paths)})
+        best = in_subprocess("model_only", kind, paths)
+        rows += [{"kind": kind, "count": "model only", "engine": e, "images_per_s": best[e]} for e in ENGINES]
         for count in sorted(a.counts):
             root = generate(a.data, kind, count)
             warm(root)
-            for engine in ("onnxruntime", "torch eager"):
-                rows.append({"kind": kind, "count": count, "engine": engine, **measure(engine, kind, root, paths)})
+            runs = [
+                in_subprocess("end_to_end", engine, kind, str(root), paths) | {"engine": engine}
+                for _ in range(a.rounds if count <= ROUNDS_UP_TO else 1)
+                for engine in ENGINES
+            ]
+            for engine in ENGINES:
+                mine = [r for r in runs if r["engine"] == engine]
+                rows.append(
+                    {
+                        "kind": kind,
+                        "count": count,
+                        "engine": engine,
+                        "rounds": len(mine),
+                        "images_per_s": max(r["images_per_s"] for r in mine),
+                        "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     report(rows, a.out)
 
@@ -198,13 +228,10 @@ def report(rows: list[dict], out: Path) -> None:
             c: runs[c, "onnxruntime"]["images_per_s"] / runs[c, "torch eager"]["images_per_s"]
             for c in ["model only", *counts]
         }
-        rss = {
-            e: runs[counts[-1], e]["peak_rss_mb"] / runs[counts[0], e]["peak_rss_mb"]
-            for e in ("onnxruntime", "torch eager")
-        }
+        rss = {e: runs[counts[-1], e]["peak_rss_mb"] / runs[counts[0], e]["peak_rss_mb"] for e in ENGINES}
         goals[kind] = {
             "speedup": speed,
-            "speedup_ok": speed[counts[-1]] >= GOAL_SPEEDUP,
+            "speedup_ok": min(speed[c] for c in counts) >= GOAL_SPEEDUP,
             "rss_ratio": rss,
             "rss_ok": rss["onnxruntime"] <= GOAL_RSS,
         }

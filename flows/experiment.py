@@ -27,14 +27,16 @@ from tasks.training import train_model
 
 ABLATIONS = {
     # every augmentation probability/magnitude set to zero
-    "augment": {"train.augment": {name: 0 for name, f in AugmentConfig.model_fields.items()
-                                  if f.annotation in (float, int)}},
+    "augment": {
+        "train.augment": {name: 0 for name, f in AugmentConfig.model_fields.items() if f.annotation in (float, int)}
+    },
 }
 
 
 @flow(name="experiment", log_prints=True)
-def experiment(preset: str, seeds: int = 3, overrides: dict[str, Any] | None = None,
-               ablate: list[str] | None = None) -> dict[str, Any]:
+def experiment(
+    preset: str, seeds: int = 3, overrides: dict[str, Any] | None = None, ablate: list[str] | None = None
+) -> dict[str, Any]:
     """Train `seeds` times per variant (baseline + each ablation); summarise every headline metric."""
     variants = {"baseline": {}, **{f"no-{a}": ABLATIONS[a] for a in ablate or []}}
     runs: list[dict[str, Any]] = []
@@ -46,11 +48,16 @@ def experiment(preset: str, seeds: int = 3, overrides: dict[str, Any] | None = N
             trained = train_model(cfg, prepared, run_dir)
             evaluation = evaluate_model(cfg, prepared, trained, run_dir)
             runs.append({"variant": variant, "seed": seed, **evaluation.scalars()})
-            print(f"{variant} seed {seed}: " + ", ".join(f"{k}={v:.4f}" for k, v in evaluation.scalars().items()
-                                                         if isinstance(v, float)))
+            print(
+                f"{variant} seed {seed}: "
+                + ", ".join(f"{k}={v:.4f}" for k, v in evaluation.scalars().items() if isinstance(v, float))
+            )
     summary = summarize(runs)
-    create_table_artifact(key=f"{load_config(preset, overrides).name}-experiment", table=summary,
-                          description=f"{preset}: mean and 95% CI over {seeds} seeds per variant")
+    create_table_artifact(
+        key=f"{load_config(preset, overrides).name}-experiment",
+        table=summary,
+        description=f"{preset}: mean and 95% CI over {seeds} seeds per variant",
+    )
     return {"preset": preset, "seeds": seeds, "runs": runs, "summary": summary}
 
 
@@ -63,8 +70,16 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[metric] for r in mine if r[metric] is not None]
             if values:
                 s = mean_ci(values)
-                rows.append({"variant": variant, "metric": metric, "n": s["n"], "mean": round(s["mean"], 4),
-                             "std": round(s["std"], 4), "ci95": f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]"})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "metric": metric,
+                        "n": s["n"],
+                        "mean": round(s["mean"], 4),
+                        "std": round(s["std"], 4),
+                        "ci95": f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]",
+                    }
+                )
     return rows
 
 

@@ -26,6 +26,7 @@ from ml.config import RunConfig, load_config
 from tasks.alerts import alert_on_crash, send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
+from tasks.monitoring import build_reference
 from tasks.registry import promote_model, publish_model, read_production
 from tasks.reporting import publish_artifacts, write_report
 from tasks.training import train_model
@@ -73,18 +74,23 @@ def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> di
     champion = challenge_production(cfg, prepared, exported, production, run_dir)
     latency_ms = measure_latency(cfg, prepared, exported)
     gate = gate_model(cfg, evaluation, exported, latency_ms, champion)
-    # 6. publish the version; `production` moves only if the gate passed and no other run promoted meanwhile
+    # 6. publish the version with its drift reference; `production` moves only if the gate passed and no other
+    #    run promoted meanwhile
+    unit = "tile" if cfg.model.task == "segment" else "image"
     facts = {
         "dataset": prepared.root,
         "fingerprint": prepared.fingerprint[:16],
         "train/val": _sizes(prepared),
         "device": trained.device,
         "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
-        "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/image",
+        "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/{unit}",
         "compared with production": production or "none (first version)",
     }
     report_md = write_report(cfg.name, evaluation, gate, facts, run_dir / "report.md")
-    published = publish_model(cfg, prepared, trained, evaluation, exported, gate, champion, latency_ms, report_md)
+    reference = build_reference(cfg, prepared, exported, run_dir)  # what flows.monitor compares production with
+    published = publish_model(
+        cfg, prepared, trained, evaluation, exported, gate, champion, latency_ms, report_md, reference
+    )
     promotion = promote_model(cfg, published.version, gate, production)
 
     summary = {

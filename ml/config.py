@@ -96,6 +96,7 @@ class DataConfig(Section):
     layout: Literal["class_folders", "npy_per_class", "manifest", "image_mask"] = "class_folders"
     manifest: str = "manifest.csv"  # for layout=manifest, relative to root
     classes: list[str] | None = None  # subset and order; default: every class found, sorted
+    binary_target: str | None = None  # target-vs-rest: this class against every other selected class
     image_size: int = Field(32, ge=8)  # classifiers train and predict at this size; segmenters at full size
     channels: Literal[1, 3] = 3
     crop_size: int = Field(512, ge=32, multiple_of=32)  # segmentation: training crops (px)
@@ -139,6 +140,7 @@ class TrainConfig(Section):
     class_weights: Literal["none", "balanced"] = "none"
     sampler: Literal["shuffle", "weighted"] = "shuffle"  # weighted: classes drawn equally often (inverse frequency)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs without improvement
+    time_budget_min: float | None = Field(None, gt=0)  # stop after the epoch that crosses this budget
     monitor: Literal["macro_f1", "accuracy", "f1", "iou", "loss"] = "macro_f1"  # segment: f1, iou or loss
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)  # optimizer step every N batches (effective batch = N x batch_size)

@@ -60,6 +60,16 @@ def version_metadata(cfg: RunConfig, **records: Any) -> dict[str, Any]:
     }
 
 
+def model_input(cfg: RunConfig, outputs: list[str]) -> dict[str, Any]:
+    """How to feed the exported model: a classifier takes a fixed size; a segmenter any size that is a multiple
+    of 32 (pad first), and is run over large images in tiles as evaluation did."""
+    common = {"channels": cfg.data.channels, "range": "[0,1] float32 NCHW", "outputs": outputs}
+    if cfg.model.task == "segment":
+        tile = cfg.eval.tile or cfg.data.crop_size
+        return {"task": "segment", "size": "any multiple of 32", "tile": tile, "overlap": cfg.eval.overlap, **common}
+    return {"task": "classify", "height": cfg.data.image_size, "width": cfg.data.image_size, **common}
+
+
 def publish_version(
     registry: Registry, cfg: RunConfig, files: dict[str, Path], metadata: dict[str, Any]
 ) -> PublishResult:

@@ -122,7 +122,7 @@ class Production:
     projection: str | None
     reference: str | None  # None: published before drift monitoring existed
     classes: list[str]
-    image_size: int
+    image_size: int | None  # None: a segmenter (any size, tiled)
     channels: int
     metrics: dict[str, Any]  # the version's validation metrics
     config: dict[str, Any]  # the version's resolved RunConfig (as saved)
@@ -162,7 +162,7 @@ def load_production(registry: Registry, model: str, cache_dir: Path) -> Producti
         optional(PROJECTION_FILE),
         optional(REFERENCE_FILE),
         meta["classes"],
-        int(size["height"]),
+        int(size["height"]) if "height" in size else None,
         int(size["channels"]),
         meta.get("metrics", {}),
         meta.get("config", {}),

@@ -14,7 +14,10 @@ def _fmt(value: Any) -> str:
 
 
 def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per class (precision, recall, F1, support, share of predictions) plus the overall row."""
+    """One row per class (precision, recall, F1, support, share of predictions) plus the overall row; for a
+    segmenter one row per validation image (ml.segmenter: f1, iou, ..., and <metric>_post beside each)."""
+    if "per_image" in metrics:
+        return [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in metrics["per_image"]]
     rows = [
         {
             "class": c,
@@ -71,7 +74,7 @@ def run_markdown(
         _table(gate_rows(gate)),
         "## Metrics (validation)",
         _table([scalar]),
-        "## Per class",
+        "## Per class / per image",
         _table(metric_rows(metrics)),
         "## Run",
         *[f"- **{k}**: {v}" for k, v in facts.items()],

@@ -1,7 +1,7 @@
 """Decision thresholds for binary models, chosen on the validation split and stored with the version.
 
-    choose_threshold(y, p_pos, objective="f1")                          # F1-optimal
-    choose_threshold(y, p_pos, objective="precision", target_precision=0.95)  # highest recall at >= 95% precision
+choose_threshold(y, p_pos, objective="f1")                          # F1-optimal
+choose_threshold(y, p_pos, objective="precision", target_precision=0.95)  # highest recall at >= 95% precision
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 
-def choose_threshold(targets: np.ndarray, pos_probs: np.ndarray, objective: Literal["f1", "precision"] = "f1",
-                     target_precision: float = 0.95) -> dict[str, float]:
+def choose_threshold(
+    targets: np.ndarray,
+    pos_probs: np.ndarray,
+    objective: Literal["f1", "precision"] = "f1",
+    target_precision: float = 0.95,
+) -> dict[str, float]:
     """Threshold on P(positive) and the precision/recall/F1 it gives on these labels.
 
     For `precision`, the threshold with the best recall among those reaching `target_precision`; if none
@@ -31,5 +35,10 @@ def choose_threshold(targets: np.ndarray, pos_probs: np.ndarray, objective: Lite
             i = int(ok[np.argmax(recall[ok])])
         else:
             i, met = int(np.argmax(precision)), 0.0
-    return {"threshold": float(thresholds[i]), "precision": float(precision[i]), "recall": float(recall[i]),
-            "f1": float(f1[i]), "objective_met": met}
+    return {
+        "threshold": float(thresholds[i]),
+        "precision": float(precision[i]),
+        "recall": float(recall[i]),
+        "f1": float(f1[i]),
+        "objective_met": met,
+    }

@@ -238,6 +238,9 @@ def fit(
         else:
             state["bad_epochs"] += 1
         stopped_early = bool(tc.early_stopping) and state["bad_epochs"] >= tc.early_stopping
+        if tc.time_budget_min and time.perf_counter() - start > 60 * tc.time_budget_min:
+            log.info("time budget of %.1f min used after epoch %d: stopping", tc.time_budget_min, epoch)
+            stopped_early = True
         save_checkpoint(
             {
                 "model": model.state_dict(),

@@ -13,7 +13,7 @@ from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import ChampionEval, GateReport
-from ml.publish import Promotion, PublishResult, promote_if_passed, publish_version, version_metadata
+from ml.publish import Promotion, PublishResult, model_input, promote_if_passed, publish_version, version_metadata
 from ml.reference import ReferenceFiles
 from ml.registry import PRODUCTION, Registry
 from ml.storage import open_store
@@ -62,13 +62,7 @@ def publish_model(
         cfg,
         metrics=evaluation.scalars(),
         classes=prepared.classes,
-        input={
-            "channels": cfg.data.channels,
-            "height": cfg.data.image_size,
-            "width": cfg.data.image_size,
-            "range": "[0,1] float32 NCHW",
-            "outputs": exported.outputs,
-        },
+        input=model_input(cfg, exported.outputs),
         dataset={"root": prepared.root, "fingerprint": prepared.fingerprint, "counts": prepared.counts},
         training={k: v for k, v in trained.to_dict().items() if k != "history"},
         export=exported.to_dict(),

@@ -298,3 +298,16 @@ def test_synthetic_more_classes_than_shapes_are_distinct(tmp_path: Path) -> None
     assert class_names(index_dataset(cfg), cfg) == sorted(classes)
     with pytest.raises(ValueError, match="unique"):
         make_shapes_dataset(tmp_path / "dup", SyntheticConfig(classes=["a", "a"], per_class=2))
+
+
+def test_binary_target_vs_rest_keeps_the_source_label(tmp_path):
+    from ml.data.prepare import prepare_dataset
+
+    make_shapes_dataset(tmp_path / "d", SyntheticConfig(per_class=10))
+    prepared = prepare_dataset(DataConfig(root=tmp_path / "d", binary_target="circle"), tmp_path / "out")
+    assert prepared.classes == ["not_circle", "circle"]  # the positive class is index 1
+    split = pd.read_csv(prepared.split_csv)
+    assert set(split.loc[split.label == "not_circle", "source_label"]) == {"cross", "square", "triangle"}
+    assert sum(prepared.counts["train"].values()) + sum(prepared.counts["val"].values()) == 40
+    with pytest.raises(DatasetError, match="binary_target 'fish'"):
+        prepare_dataset(DataConfig(root=tmp_path / "d", binary_target="fish"), tmp_path / "out2")

@@ -15,9 +15,12 @@ def test_mean_ci_matches_the_t_interval():
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_experiment_runs_seeds_and_the_augmentation_ablation(tmp_path):
-    result = experiment("demo", seeds=2, overrides=tiny_overrides(tmp_path, **{"train.epochs": 1}),
-                        ablate=["augment"])
+    result = experiment("demo", seeds=2, overrides=tiny_overrides(tmp_path, **{"train.epochs": 1}), ablate=["augment"])
     assert [(r["variant"], r["seed"]) for r in result["runs"]] == [
-        ("baseline", 0), ("baseline", 1), ("no-augment", 0), ("no-augment", 1)]
+        ("baseline", 0),
+        ("baseline", 1),
+        ("no-augment", 0),
+        ("no-augment", 1),
+    ]
     acc = {r["variant"]: r for r in result["summary"] if r["metric"] == "accuracy"}
     assert set(acc) == {"baseline", "no-augment"} and all(r["n"] == 2 for r in acc.values())

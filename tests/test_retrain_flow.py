@@ -36,6 +36,7 @@ def test_retrain_publishes_promotes_and_a_failed_gate_does_not(tmp_path):
     assert meta["config"]["train"]["epochs"] == 2  # the resolved config travels with the version
     assert meta["dataset"]["fingerprint"] and meta["onnx_sha256"] and "git_commit" in meta
     assert meta["metrics"]["accuracy"] == summary["metrics"]["accuracy"]
+    assert {"reference.parquet", "projection.npz"} <= set(meta["files"])  # what flows.monitor compares with
     assert {"demo-metrics", "demo-summary"} <= _artifact_keys(["demo-metrics", "demo-summary"])
 
     state = retrain("demo", {**over, "gate.min": {"accuracy": 1.01}}, return_state=True)
@@ -48,8 +49,9 @@ def test_retrain_publishes_promotes_and_a_failed_gate_does_not(tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "flows.retrain", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.retrain", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_rejects_a_bad_key_before_any_work(tmp_path):

@@ -250,3 +250,4 @@ def test_retrain_flow_trains_gates_and_publishes_a_segmenter(tmp_path):
     assert len(list((store / "plots").glob("overlay-*.png"))) == 2 and (store / "model.onnx").is_file()
     meta = Registry(open_store(over["storage.uri"])).metadata("demo-seg", summary["version"])
     assert meta["config"]["model"]["task"] == "segment"
+    assert meta["input"]["size"] == "any multiple of 32" and meta["input"]["tile"] == 64  # tiled, as evaluated

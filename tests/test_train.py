@@ -64,19 +64,42 @@ def test_best_checkpoint_holds_the_best_epoch(tiny_cfg, prepared, tmp_path):
 def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
     # lr ~0 on a LayerNorm model (no BatchNorm statistics to drift): the metric is flat after epoch 1,
     # so patience 1 stops after epoch 2
-    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.epochs": 6, "train.lr": 1e-12,
-                                                          "model.name": "convnext_atto",
-                                                          "train.early_stopping": 1, "train.scheduler": "none"}))
+    cfg = load_config(
+        "demo",
+        tiny_overrides(
+            tmp_path,
+            **{
+                "train.epochs": 6,
+                "train.lr": 1e-12,
+                "model.name": "convnext_atto",
+                "train.early_stopping": 1,
+                "train.scheduler": "none",
+            },
+        ),
+    )
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
     train_ds, val_ds = datasets(cfg, prepared)
     result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
     assert result.stopped_early and result.epochs_run == 2
 
 
+def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.epochs": 5, "train.time_budget_min": 1e-6}))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    assert result.stopped_early and result.epochs_run == 1 and Path(result.best_checkpoint).exists()
+
+
 @pytest.mark.parametrize("scheduler", ["onecycle", "plateau"])
 def test_schedulers_and_label_smoothing_train_and_resume(tmp_path, scheduler):
-    over = {"train.scheduler": scheduler, "train.label_smoothing": 0.1, "train.class_weights": "balanced",
-            "train.grad_clip": 1.0, "train.epochs": 1}
+    over = {
+        "train.scheduler": scheduler,
+        "train.label_smoothing": 0.1,
+        "train.class_weights": "balanced",
+        "train.grad_clip": 1.0,
+        "train.epochs": 1,
+    }
     cfg = load_config("demo", tiny_overrides(tmp_path, **over))
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
     train_ds, val_ds = datasets(cfg, prepared)

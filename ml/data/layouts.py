@@ -54,7 +54,12 @@ def index_dataset(cfg: DataConfig) -> pd.DataFrame:
 
 
 def class_names(frame: pd.DataFrame, cfg: DataConfig) -> list[str]:
-    """Class index order used by training and export: cfg.classes as given, else sorted labels."""
+    """Class index order used by training and export: cfg.classes as given, else sorted labels.
+
+    Target-vs-rest puts the target last, so index 1 is the positive class (AUROC, thresholds).
+    """
+    if cfg.binary_target:
+        return [f"not_{cfg.binary_target}", cfg.binary_target]
     return list(cfg.classes) if cfg.classes else sorted(frame["label"].unique())
 
 

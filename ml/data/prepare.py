@@ -70,7 +70,19 @@ def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, bool]:
         make = make_pages_dataset if cfg.synthetic.kind == "pages" else make_shapes_dataset
         make(cfg.root, cfg.synthetic)
         generated = True
-    return index_dataset(cfg), generated
+    frame = index_dataset(cfg)
+    return (binary_relabel(frame, cfg.binary_target, cfg.root) if cfg.binary_target else frame), generated
+
+
+def binary_relabel(frame: pd.DataFrame, target: str, root: Path) -> pd.DataFrame:
+    """Target-vs-rest: `target` stays, every other class becomes `not_<target>`; `source_label` keeps the original
+    (so hard negatives can still be told apart in reports)."""
+    if not (frame["label"] == target).any():
+        classes = sorted(frame["label"].unique())
+        raise DatasetError(f"{root}: data.binary_target {target!r} is not among the classes {classes}")
+    out = frame.assign(source_label=frame["label"])
+    out["label"] = out["label"].where(out["label"] == target, f"not_{target}")
+    return out
 
 
 def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
