@@ -11,26 +11,30 @@ import json
 import sys
 from typing import Any
 
+from prefect.states import State
 from pydantic import ValidationError
 
 from ml.config import RunConfig, load_config, parse_override
 
 
-def run_parser(doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def doc_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose --help is the module docstring: its first line, then the whole (examples included)."""
+    return argparse.ArgumentParser(
         description=(doc or "").strip().splitlines()[0] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=doc,
     )
+
+
+def add_set(p: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE, repeatable, collected in `overrides`."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def run_parser(doc: str | None) -> argparse.ArgumentParser:
+    p = doc_parser(doc)
     p.add_argument("--preset", default="demo", help="deployments/presets/<NAME>.yaml (default: demo)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted override, repeatable: --set train.epochs=2 --set gate.min.accuracy=0.9",
-    )
+    add_set(p, "dotted override, repeatable: --set train.epochs=2 --set gate.min.accuracy=0.9")
     p.add_argument("--store", help="artifact store URI (file://DIR or s3://bucket/prefix); = --set storage.uri=")
     return p
 
@@ -54,3 +58,14 @@ def resolve_or_exit(preset: str, overrides: dict[str, Any]) -> RunConfig:
 def print_summary(summary: dict[str, Any]) -> None:
     """The last line on stdout: one JSON object for scripts."""
     print(json.dumps(summary, default=str), flush=True)
+
+
+def result_or_report(state: State, what: str, context: dict[str, Any]) -> Any | None:
+    """A finished flow run's result; for a failed one None, after printing why (stderr) and a JSON summary
+    with the error (stdout's last line), so callers exit 1."""
+    if state.is_completed():
+        return state.result()
+    err = state.result(raise_on_failure=False)
+    print(f"{what} failed: {err}", file=sys.stderr)
+    print_summary({**context, "error": str(err)})
+    return None

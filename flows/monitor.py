@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import print_summary
+from flows.cli import print_summary, result_or_report
 from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.reference import PRODUCTION_CACHE
@@ -79,12 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = overrides_or_exit(args.overrides, **({"monitor.window": args.window} if args.window else {}))
     state = monitor(args.model, args.store, None, args.labels, overrides, args.cache_dir, return_state=True)
-    if not state.is_completed():
-        err = state.result(raise_on_failure=False)
-        print(f"monitor failed: {err}", file=sys.stderr)
-        print_summary({"model": args.model, "error": str(err)})
+    summary = result_or_report(state, "monitor", {"model": args.model})
+    if summary is None:
         return 1
-    summary = state.result()
     drifted = ", ".join(g for g, d in summary["groups"].items() if d)
     verdict = summary["verdict"].upper() + (f" ({drifted})" if drifted else "")
     print(f"verdict:  {verdict} over the last {summary['window']}, {summary['rows']} rows of {summary['version']}")

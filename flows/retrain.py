@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
+from ml.report import decision_text
 from tasks.alerts import alert_on_crash, send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
@@ -86,8 +87,14 @@ def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> di
         "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/{unit}",
         "compared with production": production or "none (first version)",
     }
+    if exported.quantization:
+        q = exported.quantization
+        facts["onnx"] += f" (int8 {q['mode']}; fp32 {q['fp32']['size_bytes'] / 1e6:.2f} MB, parity is fp32's)"
+    if evaluation.threshold is not None:
+        facts["decision"] = decision_text(evaluation.metrics["decision"])
     report_md = write_report(cfg.name, evaluation, gate, facts, run_dir / "report.md")
-    reference = build_reference(cfg, prepared, exported, run_dir)  # what flows.monitor compares production with
+    # what flows.monitor compares production with, predicted at the version's decision threshold
+    reference = build_reference(cfg, prepared, exported, run_dir, evaluation.threshold)
     published = publish_model(
         cfg, prepared, trained, evaluation, exported, gate, champion, latency_ms, report_md, reference
     )

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from pydantic import ValidationError
 
-from flows.cli import print_summary
+from flows.cli import add_set, doc_parser, print_summary, result_or_report
 from ml.config import DEFAULT_STORE, parse_override
 from ml.monitoring import monitor_settings
 from ml.reference import PRODUCTION_CACHE
@@ -54,30 +55,20 @@ def score(
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """--model, --store, --set and --cache-dir: the options scoring and monitoring share."""
-    p = argparse.ArgumentParser(
-        description=(doc or "").strip().splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=doc,
-    )
+    p = doc_parser(doc)
     p.add_argument("--model", required=True, help="the model's name in the registry (its `production` is used)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="monitor.* or alerts.* override, repeatable",
-    )
+    add_set(p, "monitor.* or alerts.* override, repeatable")
     p.add_argument("--cache-dir", default=str(PRODUCTION_CACHE), help="where production versions are downloaded")
     return p
 
 
-def overrides_or_exit(items: list[str], **extra: Any) -> dict[str, Any]:
-    """Parse --set items and validate them against the defaults before any work (exit 2 when invalid)."""
+def overrides_or_exit(items: list[str], settings: Callable = monitor_settings, **extra: Any) -> dict[str, Any]:
+    """Parse --set items and validate them with `settings` against the defaults before any work (exit 2 when
+    invalid); `settings(version_config, overrides)` is ml.monitoring.monitor_settings or ml.labeling's."""
     try:
         overrides = {**dict(parse_override(o) for o in items), **extra}
-        monitor_settings({}, overrides)
+        settings({}, overrides)
     except (ValidationError, ValueError) as err:
         print(f"invalid settings:\n{err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -90,12 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = overrides_or_exit(args.overrides)
     state = score(args.model, args.source, args.store, overrides, args.cache_dir, return_state=True)
-    if not state.is_completed():
-        err = state.result(raise_on_failure=False)
-        print(f"scoring failed: {err}", file=sys.stderr)
-        print_summary({"model": args.model, "source": args.source, "error": str(err)})
+    summary = result_or_report(state, "scoring", {"model": args.model, "source": args.source})
+    if summary is None:
         return 1
-    summary = state.result()
     print(
         f"scored:   {summary['rows']} images ({summary['unreadable']} unreadable) in {summary['seconds']:.1f} s "
         f"with {args.model} {summary['version']}"

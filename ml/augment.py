@@ -8,52 +8,50 @@ import cv2
 from ml.config import AugmentConfig
 
 
+def _affine(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]:
+    """Rotate / shift / zoom in one warp (constant 0 borders, or mirrored ones for pages)."""
+    if not (aug.rotate or aug.shift or aug.scale):
+        return []
+    warp = A.Affine(
+        scale=(1 - aug.scale, 1 + aug.scale),
+        translate_percent=(-aug.shift, aug.shift),
+        rotate=(-aug.rotate, aug.rotate),
+        border_mode=border_mode,
+        fill=0,
+        p=1.0,
+    )
+    return [warp]
+
+
+def _flips(aug: AugmentConfig) -> list[A.BasicTransform]:
+    return [f(p=p) for f, p in ((A.HorizontalFlip, aug.hflip), (A.VerticalFlip, aug.vflip)) if p]
+
+
+def _distortions(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]:
+    """Warps (elastic, grid), then photometry (CLAHE, brightness/contrast, noise, blur), then occlusion."""
+    limit = aug.brightness_contrast
+    candidates = [
+        (aug.elastic, lambda p: A.ElasticTransform(alpha=40, sigma=6, border_mode=border_mode, p=p)),
+        (aug.grid_distortion, lambda p: A.GridDistortion(num_steps=5, distort_limit=0.3, border_mode=border_mode, p=p)),
+        (aug.clahe, lambda p: A.CLAHE(clip_limit=2.0, p=p)),
+        (0.5 if limit else 0.0, lambda p: A.RandomBrightnessContrast(limit, limit, p=p)),
+        (aug.noise, lambda p: A.GaussNoise(std_range=(0.02, 0.08), p=p)),
+        (aug.blur, lambda p: A.GaussianBlur(blur_limit=(3, 5), p=p)),
+        (aug.coarse_dropout, lambda p: A.CoarseDropout((1, 4), (0.05, 0.15), (0.05, 0.15), fill=0, p=p)),
+    ]
+    return [make(p) for p, make in candidates if p]
+
+
 def build_transforms(aug: AugmentConfig, image_size: int, train: bool) -> A.Compose:
     """Resize always; random geometry and photometry only for training. Output stays uint8 HxWxC."""
     steps: list[A.BasicTransform] = [A.Resize(image_size, image_size)]
     if train:
-        if aug.rotate or aug.shift or aug.scale:
-            steps.append(
-                A.Affine(
-                    scale=(1 - aug.scale, 1 + aug.scale),
-                    translate_percent=(-aug.shift, aug.shift),
-                    rotate=(-aug.rotate, aug.rotate),
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=0,
-                    p=1.0,
-                )
-            )
-        if aug.hflip:
-            steps.append(A.HorizontalFlip(p=aug.hflip))
-        if aug.vflip:
-            steps.append(A.VerticalFlip(p=aug.vflip))
-        if aug.brightness_contrast:
-            steps.append(A.RandomBrightnessContrast(aug.brightness_contrast, aug.brightness_contrast, p=0.5))
+        steps += _affine(aug, cv2.BORDER_CONSTANT) + _flips(aug) + _distortions(aug, cv2.BORDER_CONSTANT)
     return A.Compose(steps)
 
 
 def build_mask_transforms(aug: AugmentConfig) -> A.Compose:
     """Training augmentation of an image crop and its mask together (geometry applies to both; the mask is
     resampled nearest-neighbour and stays binary). Borders are mirrored: a black wedge is not paper."""
-    steps: list[A.BasicTransform] = []
-    if aug.hflip:
-        steps.append(A.HorizontalFlip(p=aug.hflip))
-    if aug.vflip:
-        steps.append(A.VerticalFlip(p=aug.vflip))
-    if aug.rotate or aug.shift or aug.scale:
-        steps.append(
-            A.Affine(
-                scale=(1 - aug.scale, 1 + aug.scale),
-                translate_percent=(-aug.shift, aug.shift),
-                rotate=(-aug.rotate, aug.rotate),
-                border_mode=cv2.BORDER_REFLECT_101,
-                p=1.0,
-            )
-        )
-    if aug.elastic:
-        steps.append(A.ElasticTransform(alpha=40, sigma=6, border_mode=cv2.BORDER_REFLECT_101, p=aug.elastic))
-    if aug.brightness_contrast:
-        steps.append(A.RandomBrightnessContrast(aug.brightness_contrast, aug.brightness_contrast, p=0.5))
-    if aug.blur:
-        steps.append(A.GaussianBlur(blur_limit=(3, 5), p=aug.blur))
+    steps = _flips(aug) + _affine(aug, cv2.BORDER_REFLECT_101) + _distortions(aug, cv2.BORDER_REFLECT_101)
     return A.Compose(steps)

@@ -18,11 +18,13 @@ from ml.augment import build_transforms
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.dataset import ImageDataset, load_resized, make_loader
-from ml.evaluate import classification_metrics, predict
+from ml.evaluate import accuracy_by, decided_metrics, decision_threshold, predict
 from ml.export import ExportResult, export_checked
 from ml.models import pick_device
 from ml.plots import confusion_png, curves_png
+from ml.thresholds import decide
 from ml.train import TrainResult, fit, load_trained
+from ml.tta import FlipTTA, tta_metrics
 
 
 def load_split(cfg: RunConfig, prepared: PreparedData, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +61,11 @@ class Evaluation:
     metrics_path: str
     plots: dict[str, str]  # name -> PNG path
 
+    @property
+    def threshold(self) -> float | None:
+        """A binary model's decision threshold chosen on the validation split (eval.decision); None: argmax."""
+        return decision_threshold(self.metrics)
+
     def scalars(self) -> dict[str, float | None]:
         """The headline numbers (what gates and summaries show)."""
         return {k: v for k, v in self.metrics.items() if isinstance(v, float | int | type(None)) and k != "n"}
@@ -67,14 +74,30 @@ class Evaluation:
         return asdict(self)
 
 
+def by_source(prepared: PreparedData, side: str, targets: np.ndarray, preds: np.ndarray) -> dict | None:
+    """Accuracy per original class of a split relabelled target-vs-rest (data.binary_target), else None."""
+    frame = pd.read_csv(prepared.split_csv, keep_default_na=False)
+    if "source_label" not in frame:
+        return None
+    return accuracy_by(frame.loc[frame["split"] == side, "source_label"].to_numpy(), targets, preds)
+
+
 def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> Evaluation:
-    """Best checkpoint on the validation split: metrics JSON, confusion matrix and training curves PNGs."""
+    """Best checkpoint on the validation split: metrics JSON, confusion matrix and training curves PNGs.
+    With eval.tta the flip-averaged metrics sit beside the plain ones as `<metric>_tta` (did TTA help?)."""
     device = pick_device(cfg.train.device)
     model, classes = load_trained(Path(train.best_checkpoint), cfg, device)
     _, val_ds = datasets(cfg, prepared)
     loader = make_loader(val_ds, cfg.train.batch_size, False, cfg.train.num_workers, cfg.train.seed)
     probs, targets = predict(model, loader, device)
-    metrics = classification_metrics(targets, probs, classes)
+    metrics = decided_metrics(targets, probs, classes, cfg.eval.decision, cfg.eval.target_precision)
+    sources = by_source(prepared, "val", targets, decide(probs, decision_threshold(metrics)))
+    if sources is not None:
+        metrics["by_source"] = sources
+    if cfg.eval.tta:
+        tta_probs, _ = predict(FlipTTA(model, cfg.eval.tta), loader, device)
+        ev = cfg.eval
+        metrics |= tta_metrics(decided_metrics(targets, tta_probs, classes, ev.decision, ev.target_precision))
     metrics_path = run_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=1))
     plots = {
@@ -85,9 +108,12 @@ def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResu
 
 
 def export_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> ExportResult:
-    """ONNX of the best checkpoint; parity checked on a real validation batch."""
+    """ONNX of the best checkpoint (with export.tta: eval.tta's flip averaging inside); parity checked on a real
+    validation batch."""
     model, _ = load_trained(Path(train.best_checkpoint), cfg, "cpu")
     _, val_ds = datasets(cfg, prepared)
     n = min(cfg.export.parity_batch, len(val_ds))
     batch = torch.stack([val_ds[i][0] for i in range(n)])
-    return export_checked(model, batch, run_dir / "model.onnx", cfg.export.opset, cfg.export.parity_tolerance)
+    ex = cfg.export
+    tta = cfg.eval.tta if ex.tta else []
+    return export_checked(model, batch, run_dir / "model.onnx", ex.opset, ex.parity_tolerance, tta)

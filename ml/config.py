@@ -117,8 +117,13 @@ class AugmentConfig(Section):
     shift: float = Field(0.0, ge=0, le=0.5)  # fraction of the side, +-
     scale: float = Field(0.0, ge=0, le=0.5)  # zoom, +-
     brightness_contrast: float = Field(0.0, ge=0, le=1)  # limit for both
-    elastic: float = Field(0.0, ge=0, le=1)  # probability of an elastic warp (segmentation)
-    blur: float = Field(0.0, ge=0, le=1)  # probability of a Gaussian blur (segmentation)
+    # probabilities of the "manufacturing" distortions (classifiers and segmenters alike)
+    elastic: float = Field(0.0, ge=0, le=1)  # elastic warp
+    grid_distortion: float = Field(0.0, ge=0, le=1)  # a lens-like grid warp
+    clahe: float = Field(0.0, ge=0, le=1)  # local contrast equalisation (CLAHE)
+    noise: float = Field(0.0, ge=0, le=1)  # Gaussian sensor noise
+    blur: float = Field(0.0, ge=0, le=1)  # Gaussian blur (focus)
+    coarse_dropout: float = Field(0.0, ge=0, le=1)  # 1-4 black rectangles of 5-15% of the side (occlusion)
 
 
 class ModelConfig(Section):
@@ -145,7 +150,12 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)  # optimizer step every N batches (effective batch = N x batch_size)
     loss: dict[str, float] = {"bce": 1.0, "dice": 1.0}  # segment: weighted sum of bce, dice, focal, edge
-    focal_gamma: float = Field(2.0, ge=0)
+    focal_gamma: float = Field(2.0, ge=0)  # focal terms (segment loss `focal`, classifier_loss=focal): (1 - p)^gamma
+    # classify: ce = cross-entropy; focal = CE scaled by (1 - p_true)^focal_gamma (easy images count little);
+    # class_weights act as per-class alpha and label_smoothing smooths the targets, for both
+    classifier_loss: Literal["ce", "focal"] = "ce"
+    mixup: float = Field(0.0, ge=0)  # classify: MixUp alpha; mixing weight ~ Beta(alpha, alpha) (0.2-0.4 usual); 0: off
+    mixup_prob: float = Field(1.0, gt=0, le=1)  # share of training batches that are mixed (when mixup > 0)
     amp: bool = True  # used on CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
@@ -179,6 +189,20 @@ class EvalConfig(Section):
     boundary: int = Field(2, ge=1)  # edge IoU: width (px) of the band inside each mask's contour
     postprocess: PostprocessConfig | None = None  # reported beside the raw metrics as <metric>_post
     overlays: int = Field(4, ge=0)  # validation images drawn as overlay PNGs
+    # binary classifiers: argmax, or a threshold on P(positive class) chosen on the validation split (f1: F1-optimal;
+    # precision: best recall at target_precision), stored with the version and used by scoring
+    decision: Literal["argmax", "f1", "precision"] = "argmax"
+    target_precision: float = Field(0.95, gt=0, le=1)
+    # classify: test-time augmentation; probabilities averaged over the image and each listed flip, reported as
+    # <metric>_tta beside the plain <metric> (both on the validation split); []: off
+    tta: list[Literal["hflip", "vflip"]] = []
+
+    @field_validator("tta")
+    @classmethod
+    def _distinct_views(cls, views: list[str]) -> list[str]:
+        if len(set(views)) != len(views):
+            raise ValueError(f"tta {views}: each flip at most once")
+        return views
 
 
 class ChampionConfig(Section):
@@ -209,6 +233,8 @@ class GateConfig(Section):
     max_model_mb: float | None = Field(None, gt=0)  # ONNX file size, MB = 10^6 bytes
     max_latency_ms: float | None = Field(None, gt=0)  # onnxruntime, one image at a time, one CPU thread
     latency_images: int = Field(32, ge=1)  # the first N validation images are timed; the median counts
+    # export.quantize: int8 accuracy may be at most this below fp32's (0.01 = 1 point; onnxruntime, validation split)
+    max_quantized_drop: float | None = Field(None, ge=0)
     champion: ChampionConfig = ChampionConfig()
 
     @field_validator("min", "max")
@@ -285,10 +311,44 @@ class MonitorConfig(Section):
         return self
 
 
+class LabelingConfig(Section):
+    """Active learning (flows.select_for_labeling): which pool images go to Label Studio next. Saved with each
+    version; the flow uses the production version's section, `--set labeling.k=v` overrides it.
+
+    Scores are uncertainties, higher = more worth a label: least_confidence (1 - top probability), margin
+    (1 - (top1 - top2)), entropy (nats); for segmenters the mean over pixels, or uncertain_share (the share of
+    pixels whose foreground probability lies in uncertain_band)."""
+
+    strategy: Literal["uncertainty", "diversity", "balanced", "random"] = "diversity"
+    measure: Literal["entropy", "least_confidence", "margin", "uncertain_share"] = "entropy"
+    budget: int = Field(100, ge=1)  # images per batch (--budget overrides)
+    candidates: float = Field(10.0, ge=1)  # diversity: k-center greedy among the candidates x budget most uncertain
+    uncertain_band: tuple[float, float] = (0.25, 0.75)  # segment: foreground probabilities counted as uncertain
+    seed: int = 0  # the random strategy's draw
+    url_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)  # pre-signed S3 URLs (SigV4: 7 days at most)
+    document_root: Path | None = None  # local pools: data.image = /data/local-files/?d=<path below this root>
+    image_name: str = "image"  # names in the Label Studio labeling config (label_config.xml is written beside)
+    choices_name: str = "choice"
+    brush_name: str = "mask"
+    thumbnails: int = Field(48, ge=0)  # selected images shown in the Prefect artifact
+
+    @field_validator("uncertain_band")
+    @classmethod
+    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= band[0] < band[1] <= 1:
+            raise ValueError(f"uncertain_band {band} must be (low, high) with 0 <= low < high <= 1")
+        return band
+
+
 class ExportConfig(Section):
     opset: int = Field(17, ge=13)
     parity_tolerance: float = Field(1e-4, gt=0)
     parity_batch: int = Field(16, ge=1)
+    tta: bool = False  # classify: bake eval.tta's flip averaging into the graph (production scoring gets it)
+    # classify: int8 via onnxruntime.quantization, published as model.onnx (fp32 kept in the run dir);
+    # dynamic: int8 weights, activations quantized at run time; static: QDQ, activations calibrated on training images
+    quantize: Literal["none", "dynamic", "static"] = "none"
+    calibration_images: int = Field(64, ge=1)  # static: training images (seeded sample) fed to the calibrator
 
 
 class StorageConfig(Section):
@@ -316,6 +376,7 @@ class RunConfig(Section):
     alerts: AlertConfig = AlertConfig()
     eval: EvalConfig = EvalConfig()
     monitor: MonitorConfig = MonitorConfig()
+    labeling: LabelingConfig = LabelingConfig()
 
     @model_validator(mode="after")
     def _metrics_of_the_task(self) -> RunConfig:
@@ -334,6 +395,26 @@ class RunConfig(Section):
         post = [n for names in named.values() for n in names if n.endswith("_post")]
         if post and self.eval.postprocess is None:
             raise ValueError(f"{post} need eval.postprocess (e.g. {{close: 3, min_component: 20}})")
+        return self
+
+    @model_validator(mode="after")
+    def _classifier_techniques(self) -> RunConfig:
+        """Focal loss, MixUp, TTA and int8 export are classifier options; some need another option set."""
+        if self.model.task == "segment":
+            used = {
+                "train.classifier_loss=focal": self.train.classifier_loss == "focal",
+                "train.mixup": self.train.mixup > 0,
+                "eval.tta": bool(self.eval.tta),
+                "export.tta": self.export.tta,
+                "export.quantize": self.export.quantize != "none",
+            }
+            if any(used.values()):
+                names = [k for k, v in used.items() if v]
+                raise ValueError(f"{names}: classifier options (model.task=segment; its losses are train.loss)")
+        if self.export.tta and not self.eval.tta:
+            raise ValueError("export.tta bakes eval.tta's flips into the graph: set eval.tta (e.g. [hflip])")
+        if self.gate.max_quantized_drop is not None and self.export.quantize == "none":
+            raise ValueError("gate.max_quantized_drop judges the int8 model: set export.quantize (dynamic or static)")
         return self
 
 

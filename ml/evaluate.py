@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,6 +16,8 @@ from sklearn.metrics import (
 )
 from torch import nn
 from torch.utils.data import DataLoader
+
+from ml.thresholds import choose_threshold, decide
 
 
 @torch.no_grad()
@@ -33,13 +35,16 @@ def predict(
     return np.concatenate(probs), np.concatenate(targets)
 
 
-def classification_metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+def classification_metrics(
+    targets: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
+) -> dict[str, Any]:
     """accuracy, macro P/R/F1, AUROC (one-vs-rest for multiclass), log loss, per-class P/R/F1, confusion.
 
-    AUROC is None when the split lacks a class (it is undefined there), never a made-up number.
+    Predictions are the argmax, or with `threshold` (binary) P(positive) >= threshold. AUROC is None when the
+    split lacks a class (it is undefined there), never a made-up number.
     """
     labels = list(range(len(classes)))
-    preds = probs.argmax(axis=1)
+    preds = decide(probs, threshold)
     prec, rec, f1, support = precision_recall_fscore_support(targets, preds, labels=labels, zero_division=0)
     clipped = np.clip(probs, 1e-12, 1.0)
     clipped /= clipped.sum(axis=1, keepdims=True)
@@ -58,6 +63,49 @@ def classification_metrics(targets: np.ndarray, probs: np.ndarray, classes: list
         "confusion": confusion_matrix(targets, preds, labels=labels).tolist(),
         "n": len(targets),
     }
+
+
+def decided_metrics(
+    targets: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    decision: Literal["argmax", "f1", "precision"] = "argmax",
+    target_precision: float = 0.95,
+) -> dict[str, Any]:
+    """classification_metrics at the decision rule of eval.decision: argmax, or (binary) the threshold on
+    P(classes[1]) chosen on these labels, F1-optimal or the best recall at `target_precision`. The chosen
+    threshold and the argmax figures go in `decision`, so the report shows what the threshold bought."""
+    if decision == "argmax":
+        return classification_metrics(targets, probs, classes)
+    if len(classes) != 2:
+        raise ValueError(f"eval.decision={decision} needs a binary model; classes are {classes}")
+    chosen = choose_threshold(targets == 1, probs[:, 1], decision, target_precision)
+    argmax = classification_metrics(targets, probs, classes)
+    metrics = classification_metrics(targets, probs, classes, chosen["threshold"])
+    metrics["decision"] = {
+        "rule": decision,
+        "positive": classes[1],
+        **chosen,
+        "argmax_accuracy": argmax["accuracy"],
+        "argmax_macro_f1": argmax["macro_f1"],
+    }
+    return metrics
+
+
+def decision_threshold(metrics: dict[str, Any]) -> float | None:
+    """The binary threshold decided_metrics chose (None: argmax)."""
+    return (metrics.get("decision") or {}).get("threshold")
+
+
+def accuracy_by(groups: np.ndarray, targets: np.ndarray, preds: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Share classified right per group, hardest first: for target-vs-rest, how often each source category
+    (a hard negative such as `banana` for `fish`) is told apart."""
+    rows = {
+        str(g): {"n": int(m.sum()), "accuracy": float(np.mean(preds[m] == targets[m]))}
+        for g in np.unique(groups)
+        for m in [groups == g]
+    }
+    return dict(sorted(rows.items(), key=lambda kv: kv[1]["accuracy"]))
 
 
 def _auroc(targets: np.ndarray, probs: np.ndarray, labels: list[int]) -> float | None:

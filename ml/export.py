@@ -5,12 +5,16 @@ needs no knowledge of the training normalisation; a timm classifier also returns
 features before the classifier (N x F), which drift monitoring reduces and compares (ml.reference).
 A segmenter (ml.models.ImageSegmenter; no `embedding`) gets dynamic height and width too, `probs` =
 sigmoid(logits) per pixel, and is checked on batches of different sizes.
+
+With `tta` flips (export.tta) a classifier's graph runs the image and its flips as one batch: `probs` is their
+mean, `logits` its log (ml.tta.mean_probs_logits), `embedding` the views' mean. The parity check compares the
+same averaging in torch. An int8 copy (export.quantize, ml.quantize) is judged by accuracy, not parity.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from torch import nn
 
 from ml.models import ImageSegmenter
 from ml.storage import sha256_file
+from ml.tta import flip_views, mean_probs_logits
 
 
 class ParityError(RuntimeError):
@@ -27,20 +32,29 @@ class ParityError(RuntimeError):
 
 
 class _WithProbs(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, tta: list[str] | tuple[str, ...] = ()):
         super().__init__()
-        self.model = model
+        self.model, self.tta = model, tuple(tta)
         self.per_pixel = isinstance(model, ImageSegmenter)
         self.embeds = not self.per_pixel and hasattr(getattr(model, "backbone", None), "forward_head")
+        if self.per_pixel and self.tta:
+            raise ValueError("flip TTA averages class probabilities: classifiers only, not a segmenter")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        views = 1 + len(self.tta)
+        logits, embedding = self._logits_embedding(flip_views(x, self.tta) if self.tta else x)
+        if self.tta:
+            logits = mean_probs_logits(logits, views)
+            embedding = None if embedding is None else embedding.unflatten(0, (views, -1)).mean(dim=0)
+        probs = torch.sigmoid(logits) if self.per_pixel else torch.softmax(logits, dim=1)
+        return (logits, probs) if embedding is None else (logits, probs, embedding)
+
+    def _logits_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.embeds:  # timm: model(x) == forward_head(forward_features(x)); pre_logits stops before the classifier
             backbone = self.model.backbone
             features = backbone.forward_features((x - self.model.mean) / self.model.std)
-            logits = backbone.forward_head(features)
-            return logits, torch.softmax(logits, dim=1), backbone.forward_head(features, pre_logits=True).flatten(1)
-        logits = self.model(x)
-        return logits, torch.sigmoid(logits) if self.per_pixel else torch.softmax(logits, dim=1)
+            return backbone.forward_head(features), backbone.forward_head(features, pre_logits=True).flatten(1)
+        return self.model(x), None
 
     @property
     def output_names(self) -> list[str]:
@@ -55,14 +69,18 @@ class ExportResult:
     max_abs_diff: float
     opset: int
     outputs: list[str]  # logits, probs (+ embedding for a timm classifier)
+    tta: list[str] = field(default_factory=list)  # flips averaged inside the graph (export.tta)
+    quantization: dict | None = None  # export.quantize: fp32 and int8 size/accuracy, which was published (ml.quantize)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, opset: int = 17) -> Path:
+def export_onnx(
+    model: nn.Module, sample: torch.Tensor, path: Path, opset: int = 17, tta: list[str] | tuple[str, ...] = ()
+) -> Path:
     """Write the model (eval mode, CPU) to `path` atomically; batch is dynamic (a segmenter's H and W too)."""
-    wrapped = _WithProbs(model.cpu().eval())
+    wrapped = _WithProbs(model.cpu().eval(), tta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".onnx.tmp")
     axes = {0: "batch", 2: "height", 3: "width"} if wrapped.per_pixel else {0: "batch"}
@@ -84,24 +102,29 @@ def onnx_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def max_abs_diff(path: Path, model: nn.Module, batch: torch.Tensor) -> float:
+def max_abs_diff(path: Path, model: nn.Module, batch: torch.Tensor, tta: list[str] | tuple[str, ...] = ()) -> float:
     """Largest |torch - onnxruntime| over every output (logits, probs, embedding) for `batch`."""
     with torch.no_grad():
-        expected = [t.numpy() for t in _WithProbs(model.cpu().eval())(batch.cpu())]
+        expected = [t.numpy() for t in _WithProbs(model.cpu().eval(), tta)(batch.cpu())]
     got = onnx_session(path).run(None, {"image": batch.cpu().numpy().astype(np.float32)})
     return float(max(np.max(np.abs(e - g)) for e, g in zip(expected, got, strict=True)))
 
 
 def export_checked(
-    model: nn.Module, batch: torch.Tensor | list[torch.Tensor], path: Path, opset: int, tolerance: float
+    model: nn.Module,
+    batch: torch.Tensor | list[torch.Tensor],
+    path: Path,
+    opset: int,
+    tolerance: float,
+    tta: list[str] | tuple[str, ...] = (),
 ) -> ExportResult:
     """Export, then fail (and remove the file) if onnxruntime disagrees with torch beyond `tolerance` on any
     of the batches (several: e.g. two image sizes for a segmenter; the first one's first image is traced)."""
     batches = [batch] if isinstance(batch, torch.Tensor) else batch
-    export_onnx(model, batches[0][:1], path, opset)
-    diff = max(max_abs_diff(path, model, b) for b in batches)
+    export_onnx(model, batches[0][:1], path, opset, tta)
+    diff = max(max_abs_diff(path, model, b, tta) for b in batches)
     if not diff <= tolerance:
         path.unlink(missing_ok=True)
         raise ParityError(f"{path}: onnxruntime differs from torch by {diff:.3g} > tolerance {tolerance:g}")
     outputs = [o.name for o in onnx_session(path).get_outputs()]
-    return ExportResult(str(path), sha256_file(path), path.stat().st_size, diff, opset, outputs)
+    return ExportResult(str(path), sha256_file(path), path.stat().st_size, diff, opset, outputs, list(tta))

@@ -4,8 +4,9 @@
     report.passed   # the only way to `production`
 
 Rules (GateConfig): absolute (`min`/`max`), per class (`per_class_min`), bias (`max_class_share`), cost
-(`max_model_mb`, `max_latency_ms`) and champion/challenger (`champion`: candidate vs production, both scored by
-ml.champion on the same validation split). Measuring happens elsewhere; nothing here reads files.
+(`max_model_mb`, `max_latency_ms`), int8 vs fp32 (`max_quantized_drop`) and champion/challenger (`champion`:
+candidate vs production, both scored by ml.champion on the same validation split). Measuring happens elsewhere;
+nothing here reads files.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Candidate:
     metrics: dict[str, Any]  # ml.evaluate.classification_metrics on the validation split
     model_mb: float | None = None  # ONNX file size
     latency_ms: float | None = None  # median onnxruntime latency per image
+    quantization: dict[str, Any] | None = None  # ml.quantize's record: fp32 and int8 accuracy, accuracy_drop
 
 
 @dataclass
@@ -116,6 +118,21 @@ def cost_rules(candidate: Candidate, rules: GateConfig) -> list[RuleResult]:
     return rows
 
 
+def quantization_rules(quantization: dict[str, Any] | None, max_drop: float | None) -> list[RuleResult]:
+    """The int8 model may lose at most `max_drop` accuracy against its fp32 original (same split, onnxruntime)."""
+    if max_drop is None:
+        return []
+    name = "int8 accuracy drop vs fp32"
+    if not quantization:
+        return [_compare(name, "<=", max_drop, None, "no int8 model (export.quantize=none)")]
+    q = quantization
+    detail = (
+        f"{q['mode']}: accuracy {q['fp32']['accuracy']:.4f} -> {q['int8']['accuracy']:.4f}, "
+        f"{q['fp32']['size_bytes'] / 1e6:.2f} -> {q['int8']['size_bytes'] / 1e6:.2f} MB"
+    )
+    return [_compare(name, "<=", max_drop, q["accuracy_drop"], detail)]
+
+
 def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
     """Candidate vs production on `rules.metric`: not worse by more than `tolerance` (or better by `min_delta`).
 
@@ -140,12 +157,13 @@ def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
 
 
 def evaluate_gate(candidate: Candidate, champion: ChampionEval, rules: GateConfig) -> GateReport:
-    """Every configured rule, in a fixed order: absolute, per class, bias, cost, champion."""
+    """Every configured rule, in a fixed order: absolute, per class, bias, cost, int8, champion."""
     metrics = candidate.metrics
     rows = absolute_rules(metrics, rules)
     rows += per_class_rules(metrics.get("per_class", {}), rules.per_class_min)
     rows += bias_rules(metrics.get("prediction_share"), rules.max_class_share)
     rows += cost_rules(candidate, rules)
+    rows += quantization_rules(candidate.quantization, rules.max_quantized_drop)
     if rules.champion.enabled:
         rows.append(champion_rule(champion, rules.champion))
     return GateReport(rows)

@@ -32,6 +32,7 @@ from ml.data.layouts import IMAGE_EXTS, to_array
 from ml.data.profile import DECODE_ERRORS, _grey_stats
 from ml.onnx_eval import IncompatibleModel, open_session
 from ml.storage import S3Store, open_store
+from ml.thresholds import decide
 
 CHANNEL_NAMES = ("red", "green", "blue")
 
@@ -135,6 +136,7 @@ class OnnxClassifier:
         channels: int,
         projection: Projection | None = None,
         threads: int = 0,
+        threshold: float | None = None,
     ):
         self.session = open_session(path, threads)
         self.input = self.session.get_inputs()[0].name
@@ -143,6 +145,7 @@ class OnnxClassifier:
             raise IncompatibleModel(f"{path}: no 'probs' output (outputs: {outputs})")
         self.has_embedding = "embedding" in outputs
         self.classes, self.size, self.channels, self.projection = classes, image_size, channels, projection
+        self.threshold = threshold  # a binary model's decision threshold (eval.decision), None: argmax
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(probs N x K, raw pooled features N x F or None) for uint8 images N x size x size x channels."""
@@ -160,12 +163,13 @@ class OnnxClassifier:
         return image_properties(img), resized.reshape(self.size, self.size, self.channels)
 
 
-def prediction_columns(probs: np.ndarray, classes: list[str]) -> dict[str, np.ndarray]:
-    """Predicted class, confidence (max probability), margin (top-1 minus top-2) and entropy (nats) per row."""
+def prediction_columns(probs: np.ndarray, classes: list[str], threshold: float | None = None) -> dict[str, np.ndarray]:
+    """Predicted class (argmax, or a binary model's threshold), confidence (max probability), margin (top-1 minus
+    top-2) and entropy (nats) per row."""
     top2 = np.sort(probs, axis=1)[:, -2:] if probs.shape[1] > 1 else np.hstack([np.zeros_like(probs), probs])
     p = np.clip(probs, 1e-12, 1.0)
     return {
-        "pred": np.asarray(classes, dtype=object)[probs.argmax(axis=1)],
+        "pred": np.asarray(classes, dtype=object)[decide(probs, threshold)],
         "confidence": top2[:, 1],
         "margin": top2[:, 1] - top2[:, 0],
         "entropy": -(p * np.log(p)).sum(axis=1),
@@ -175,7 +179,7 @@ def prediction_columns(probs: np.ndarray, classes: list[str]) -> dict[str, np.nd
 def score_images(model: OnnxClassifier, images: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Prediction columns and raw features of resized uint8 images (one onnxruntime call)."""
     probs, features = model.run(np.stack(images))
-    return prediction_columns(probs, model.classes), features
+    return prediction_columns(probs, model.classes, model.threshold), features
 
 
 def _load(model: OnnxClassifier, item: ImageItem) -> tuple[ImageItem, dict | None, np.ndarray | None, str]:

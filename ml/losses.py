@@ -1,11 +1,18 @@
-"""Segmentation losses on logits (N x 1 x H x W) against binary masks, summed with weights from config.
+"""Training losses on logits, computed in float32 (also under AMP).
 
-    criterion = SegLoss({"bce": 1.0, "dice": 1.0, "edge": 0.5})      # train.loss
+Classifiers (train.classifier_loss): cross-entropy or focal over N x K logits, against class indices or
+class distributions (MixUp's soft targets):
+
+    criterion = classifier_loss(cfg.train, weight)                    # ce | focal
+    loss = criterion(logits, targets)
+
+Segmenters (train.loss): terms on N x 1 x H x W logits against binary masks, summed with weights from config:
+
+    criterion = SegLoss({"bce": 1.0, "dice": 1.0, "edge": 0.5})
     loss = criterion(logits, masks)
 
 Thin strokes are a few percent of the pixels: BCE alone settles for "all background"; dice and focal weigh
 the foreground, and the edge term (Sobel magnitude of the prediction vs the mask's) rewards sharp outlines.
-Everything is computed in float32, also under AMP.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ml.config import TrainConfig
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -61,3 +70,35 @@ class SegLoss(nn.Module):
             "edge": lambda: edge_loss(torch.sigmoid(logits.float()), target),
         }
         return sum(w * terms[name]() for name, w in self.weights.items())
+
+
+class FocalLoss(nn.Module):
+    """Multi-class focal loss: cross-entropy with each class term scaled by (1 - p)^gamma, so images the model
+    already gets right count little and the hard ones dominate (Lin et al. 2017); gamma=0 is cross-entropy.
+
+    `weight` (per class) is the alpha factor; the batch mean is plain (not normalised by the weights).
+    Targets are class indices or rows of class probabilities (MixUp); label smoothing mixes them with uniform.
+    """
+
+    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.gamma, self.label_smoothing = gamma, label_smoothing
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float(), dim=1)
+        k = log_p.shape[1]
+        target = F.one_hot(target, k).float() if target.dim() == 1 else target.float()
+        if self.label_smoothing:
+            target = target * (1 - self.label_smoothing) + self.label_smoothing / k
+        terms = -((1 - log_p.exp()) ** self.gamma) * log_p  # N x K
+        if self.weight is not None:
+            terms = terms * self.weight
+        return (target * terms).sum(dim=1).mean()
+
+
+def classifier_loss(tc: TrainConfig, weight: torch.Tensor | None = None) -> nn.Module:
+    """train.classifier_loss with the class weights (train.class_weights) and train.label_smoothing."""
+    if tc.classifier_loss == "focal":
+        return FocalLoss(tc.focal_gamma, weight, tc.label_smoothing)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)

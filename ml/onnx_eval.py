@@ -19,7 +19,7 @@ import onnxruntime as ort
 from ml.classifier import load_split
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
-from ml.evaluate import classification_metrics
+from ml.evaluate import classification_metrics, decided_metrics
 
 
 class IncompatibleModel(ValueError):
@@ -67,17 +67,28 @@ def onnx_probs(path: Path, images: np.ndarray, batch_size: int = 64) -> np.ndarr
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 0))
 
 
-def evaluate_onnx(path: Path, images: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """ml.evaluate.classification_metrics of the ONNX model on uint8 images (N x H x W x C)."""
+def class_probs(path: Path, images: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Probabilities (N x K) of the ONNX model for uint8 images (N x H x W x C), checked to cover `classes`."""
     probs = onnx_probs(path, to_input(images))
     if probs.shape[1:] != (len(classes),):
         raise IncompatibleModel(f"{path}: predicts {probs.shape[1:]} classes, this split has {len(classes)}")
-    return classification_metrics(targets, probs, classes)
+    return probs
+
+
+def evaluate_onnx(
+    path: Path, images: np.ndarray, targets: np.ndarray, classes: list[str], threshold: float | None = None
+) -> dict[str, Any]:
+    """ml.evaluate.classification_metrics of the ONNX model on uint8 images (N x H x W x C); `threshold`: a
+    binary model's stored decision threshold (None: argmax)."""
+    return classification_metrics(targets, class_probs(path, images, classes), classes, threshold)
 
 
 def evaluate_on_split(cfg: RunConfig, prepared: PreparedData, path: Path, side: str = "val") -> dict[str, Any]:
+    """Metrics at eval.decision: a binary threshold is chosen on this split for each model scored (the candidate
+    and production alike), so neither gets a threshold tuned elsewhere."""
     images, targets = load_split(cfg, prepared, side)
-    return evaluate_onnx(path, images, targets, prepared.classes)
+    probs = class_probs(path, images, prepared.classes)
+    return decided_metrics(targets, probs, prepared.classes, cfg.eval.decision, cfg.eval.target_precision)
 
 
 def latency_ms(path: Path, images: np.ndarray, warmup: int = 3) -> float:

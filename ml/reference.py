@@ -101,13 +101,16 @@ def build_reference(
     return ReferenceFiles(str(out_dir / REFERENCE_FILE), projection_path, len(rows), dims_kept)
 
 
-def reference_for_run(cfg: RunConfig, prepared: PreparedData, onnx_path: Path, out_dir: Path) -> ReferenceFiles:
-    """The run's validation split as reference; the PCA fitted on (up to MAX_FIT_ROWS) training images."""
+def reference_for_run(
+    cfg: RunConfig, prepared: PreparedData, onnx_path: Path, out_dir: Path, threshold: float | None = None
+) -> ReferenceFiles:
+    """The run's validation split as reference (predicted at the version's decision `threshold`, as production
+    will be); the PCA fitted on (up to MAX_FIT_ROWS) training images."""
     split = pd.read_csv(prepared.split_csv, keep_default_na=False)
     train = split[split["split"] == "train"]
     train = train.sample(min(len(train), MAX_FIT_ROWS), random_state=cfg.data.split_seed)
     val = split[split["split"] == "val"]
-    model = OnnxClassifier(onnx_path, prepared.classes, cfg.data.image_size, cfg.data.channels)
+    model = OnnxClassifier(onnx_path, prepared.classes, cfg.data.image_size, cfg.data.channels, threshold=threshold)
     ch = cfg.data.channels
     return build_reference(model, split_items(val, ch), split_items(train, ch), cfg.monitor.embedding_dims, out_dir)
 
@@ -126,10 +129,13 @@ class Production:
     channels: int
     metrics: dict[str, Any]  # the version's validation metrics
     config: dict[str, Any]  # the version's resolved RunConfig (as saved)
+    threshold: float | None = None  # a binary model's decision threshold (eval.decision); None: argmax
 
     def classifier(self, threads: int = 0) -> OnnxClassifier:
         projection = Projection.load(Path(self.projection)) if self.projection else None
-        return OnnxClassifier(Path(self.onnx), self.classes, self.image_size, self.channels, projection, threads)
+        return OnnxClassifier(
+            Path(self.onnx), self.classes, self.image_size, self.channels, projection, threads, self.threshold
+        )
 
 
 def _fetch(registry: Registry, model: str, version: str, name: str, dest: Path, sha256: str | None = None) -> Path:
@@ -166,4 +172,5 @@ def load_production(registry: Registry, model: str, cache_dir: Path) -> Producti
         int(size["channels"]),
         meta.get("metrics", {}),
         meta.get("config", {}),
+        (meta.get("decision") or {}).get("threshold"),
     )

@@ -13,6 +13,14 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def decision_text(decision: dict[str, Any]) -> str:
+    """One line on a binary model's threshold and what it changed against the argmax."""
+    return (
+        f"P({decision['positive']}) >= {decision['threshold']:.4f} ({decision['rule']} on validation; "
+        f"accuracy at argmax {decision['argmax_accuracy']:.4f}, macro F1 at argmax {decision['argmax_macro_f1']:.4f})"
+    )
+
+
 def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per class (precision, recall, F1, support, share of predictions) plus the overall row; for a
     segmenter one row per validation image (ml.segmenter: f1, iou, ..., and <metric>_post beside each)."""
@@ -53,6 +61,11 @@ def gate_rows(gate: GateReport) -> list[dict[str, Any]]:
     ]
 
 
+def source_rows(by_source: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Target-vs-rest: how often each original category was classified right (hard negatives show here)."""
+    return [{"source class": name, "n": r["n"], "accuracy": round(r["accuracy"], 4)} for name, r in by_source.items()]
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_none_\n"
@@ -76,6 +89,11 @@ def run_markdown(
         _table([scalar]),
         "## Per class / per image",
         _table(metric_rows(metrics)),
+        *(
+            ["## By source class (hardest first)", _table(source_rows(metrics["by_source"]))]
+            if "by_source" in metrics
+            else []
+        ),
         "## Run",
         *[f"- **{k}**: {v}" for k, v in facts.items()],
         "",

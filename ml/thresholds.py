@@ -1,7 +1,10 @@
 """Decision thresholds for binary models, chosen on the validation split and stored with the version.
 
-choose_threshold(y, p_pos, objective="f1")                          # F1-optimal
-choose_threshold(y, p_pos, objective="precision", target_precision=0.95)  # highest recall at >= 95% precision
+    choose_threshold(y, p_pos, objective="f1")                          # F1-optimal
+    choose_threshold(y, p_pos, objective="precision", target_precision=0.95)  # best recall at >= 95% precision
+    preds = decide(probs, threshold)                                      # what evaluation and scoring predict
+
+The positive class is the second of two (data.binary_target puts the target last).
 """
 
 from __future__ import annotations
@@ -42,3 +45,12 @@ def choose_threshold(
         "f1": float(f1[i]),
         "objective_met": met,
     }
+
+
+def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Predicted class indices: argmax, or for a binary model with a threshold, positive iff P(positive) >= it."""
+    if threshold is None:
+        return probs.argmax(axis=1)
+    if probs.shape[1] != 2:
+        raise ValueError(f"a decision threshold needs two classes, these probabilities have {probs.shape[1]}")
+    return (probs[:, 1] >= threshold).astype(np.int64)

@@ -1,4 +1,4 @@
-"""The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, early stopping,
+"""The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, focal loss, MixUp, early stopping,
 best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, gradient accumulation and clipping,
 seeding, a progress bar. Classifiers and segmenters (ml.segmenter passes its own objective) share it.
 
@@ -30,6 +30,8 @@ from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.config import RunConfig, TrainConfig
 from ml.dataset import make_loader
 from ml.evaluate import classification_metrics, predict
+from ml.losses import classifier_loss
+from ml.mixup import MixUp
 from ml.models import build_model, pick_device
 
 log = logging.getLogger(__name__)
@@ -113,14 +115,17 @@ def _train_epoch(
     device: torch.device,
     use_amp: bool,
     accumulate: int = 1,
+    mix: MixUp | None = None,
 ) -> float:
     """One pass over the training batches; returns the mean loss. The optimizer (and `step_sched`, if given)
-    steps every `accumulate` batches and after the last one."""
+    steps every `accumulate` batches and after the last one. `mix` turns each batch into MixUp pairs."""
     model.train()
     total, seen = 0.0, 0
     opt.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mix is not None:
+            x, y = mix(x, y)
         with torch.autocast(device.type, enabled=use_amp):
             loss = criterion(model(x), y)
         scaler.scale(loss / accumulate).backward()
@@ -145,11 +150,13 @@ Validate = Callable[[nn.Module, torch.device, bool], dict[str, float]]
 
 def _classifier_objective(
     tc: TrainConfig, train_ds: Dataset, val_ds: Dataset, classes: list[str], device: torch.device
-) -> tuple[nn.Module, Sampler | None, Validate]:
-    """Cross-entropy (class weights, label smoothing), the class sampler, and validation by accuracy / macro-F1."""
+) -> tuple[nn.Module, Sampler | None, Validate, MixUp | None]:
+    """train.classifier_loss (class weights, label smoothing), the class sampler, validation by accuracy /
+    macro-F1, and MixUp (train.mixup > 0)."""
     targets = np.asarray(train_ds.targets)
     weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
+    criterion = classifier_loss(tc, weight).to(device)
+    mix = MixUp(tc.mixup, len(classes), tc.mixup_prob, tc.seed) if tc.mixup > 0 else None
     sampler = weighted_sampler(targets, len(classes), tc.seed) if tc.sampler == "weighted" else None
     val_loader = make_loader(val_ds, tc.batch_size, False, tc.num_workers, tc.seed)
 
@@ -158,7 +165,7 @@ def _classifier_objective(
         m = classification_metrics(val_targets, probs, classes)
         return {k: m[k] for k in ("loss", "accuracy", "macro_f1")}
 
-    return criterion, sampler, validate
+    return criterion, sampler, validate, mix
 
 
 def fit(
@@ -172,7 +179,7 @@ def fit(
 ) -> TrainResult:
     """Train cfg.model on train_ds, select by cfg.train.monitor; checkpoints go to run_dir.
 
-    `objective` (criterion, validate) replaces the classifier's (cross-entropy; accuracy/macro-F1 on val_ds):
+    `objective` (criterion, validate) replaces the classifier's (ce/focal, MixUp; accuracy/macro-F1 on val_ds):
     ml.segmenter passes its losses and a whole-image validation, and val_ds=None.
     """
     tc = cfg.train
@@ -183,9 +190,9 @@ def fit(
     model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
 
     if objective is None:
-        criterion, sampler, validate = _classifier_objective(tc, train_ds, val_ds, classes, device)
+        criterion, sampler, validate, mix = _classifier_objective(tc, train_ds, val_ds, classes, device)
     else:
-        (criterion, validate), sampler = objective, None
+        (criterion, validate), sampler, mix = objective, None, None
     train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched, per_step = _scheduler(tc, opt, max(1, math.ceil(len(train_loader) / tc.accumulate)))
@@ -213,8 +220,17 @@ def fit(
         t0 = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None if tc.progress else True)
         train_loss = _train_epoch(
-            model, bar, criterion, opt, sched if per_step else None, scaler, tc.grad_clip, device, use_amp,
+            model,
+            bar,
+            criterion,
+            opt,
+            sched if per_step else None,
+            scaler,
+            tc.grad_clip,
+            device,
+            use_amp,
             tc.accumulate,
+            mix,
         )
         m = validate(model, device, use_amp)
         row = {

@@ -13,6 +13,7 @@ from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
+from ml.quantize import quantize_classifier
 from ml.steps import evaluate_step, export_step, latency_step
 from ml.train import TrainResult
 from tasks.registry import open_registry
@@ -25,8 +26,10 @@ def evaluate_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult,
 
 @task(name="export-onnx", cache_policy=NO_CACHE)
 def export_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> ExportResult:
-    """Fails the run if onnxruntime disagrees with torch beyond export.parity_tolerance."""
-    return export_step(cfg, prepared, trained, run_dir)
+    """Fails the run if onnxruntime disagrees with torch beyond export.parity_tolerance. With export.quantize the
+    int8 model (its accuracy beside fp32's) becomes the candidate's file."""
+    exported = export_step(cfg, prepared, trained, run_dir)
+    return exported if cfg.export.quantize == "none" else quantize_classifier(cfg, prepared, exported)
 
 
 @task(name="challenge-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
@@ -47,6 +50,6 @@ def measure_latency(cfg: RunConfig, prepared: PreparedData, exported: ExportResu
 def gate_model(
     cfg: RunConfig, evaluation: Evaluation, exported: ExportResult, latency_ms: float, champion: ChampionEval
 ) -> GateReport:
-    """Absolute, per-class, bias, cost and champion rules from cfg.gate, one row each."""
-    candidate = Candidate(evaluation.metrics, model_mb=exported.size_bytes / 1e6, latency_ms=latency_ms)
+    """Absolute, per-class, bias, cost, int8 and champion rules from cfg.gate, one row each."""
+    candidate = Candidate(evaluation.metrics, exported.size_bytes / 1e6, latency_ms, exported.quantization)
     return evaluate_gate(candidate, champion, cfg.gate)

@@ -42,13 +42,13 @@ def run_name() -> str:
 
 @task(name="build-reference", cache_policy=NO_CACHE)
 def build_reference(
-    cfg: RunConfig, prepared: PreparedData, exported: ExportResult, run_dir: Path
+    cfg: RunConfig, prepared: PreparedData, exported: ExportResult, run_dir: Path, threshold: float | None = None
 ) -> ReferenceFiles | None:
     """The validation images scored by the exported model (+ the embedding PCA): published with the version.
     Classifiers only: a segmenter gets no reference (None), so it is not drift-monitored."""
     if cfg.model.task == "segment":
         return None
-    return reference_for_run(cfg, prepared, Path(exported.path), run_dir / "reference")
+    return reference_for_run(cfg, prepared, Path(exported.path), run_dir / "reference", threshold)
 
 
 @task(name="load-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

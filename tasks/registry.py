@@ -66,6 +66,7 @@ def publish_model(
         dataset={"root": prepared.root, "fingerprint": prepared.fingerprint, "counts": prepared.counts},
         training={k: v for k, v in trained.to_dict().items() if k != "history"},
         export=exported.to_dict(),
+        decision=evaluation.metrics.get("decision"),  # a binary threshold: scoring predicts with it
         cost={"model_mb": exported.size_bytes / 1e6, "latency_ms": latency_ms},
         gate=gate.to_dict(),
         champion=champion.to_dict(),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 # Before anything imports prefect: never share the user's Prefect database or send analytics.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+# ml/ loggers log outside flows too (tests call ml functions directly): not a reason to warn (warnings are errors)
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 
 import pytest  # noqa: E402
 
@@ -43,3 +46,17 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Parametrised over both stores: ``file://<tmp>/store``, or ``s3://<fresh bucket>/prefix`` on moto reached
+    through AWS_ENDPOINT_URL_S3 (the test module imports tests.s3_servers' aws_env and moto_server fixtures)."""
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    request.getfixturevalue("aws_env")
+    server = request.getfixturevalue("moto_server")
+    bucket = f"vf-{uuid.uuid4().hex[:12]}"
+    server.client().create_bucket(Bucket=bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)  # boto3's own env handling
+    return f"s3://{bucket}/prefix"

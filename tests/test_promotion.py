@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -121,26 +120,10 @@ def test_registry_cli_show_and_refusals(tmp_path: Path, capsys):
     assert "no complete version 'no-such-version'" in capsys.readouterr().err
 
 
-@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])
-def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return f"file://{tmp_path}/store"
-    request.getfixturevalue("aws_env")
-    server: S3Server = request.getfixturevalue("moto_server")
-    bucket = f"vf-{uuid.uuid4().hex[:12]}"
-    server.client().create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/models?endpoint={server.endpoint}"
-
-
-def _registry(uri: str) -> Registry:
-    base, _, endpoint = uri.partition("?endpoint=")
-    return Registry(open_store(base, endpoint or None))
-
-
 def test_two_runs_finishing_together_cannot_both_promote(store_uri: str, tmp_path: Path):
     """Both read `production`, both pass their gate, both promote at once: exactly one wins, the other says who."""
-    v0 = _seed_production(_registry(store_uri), tmp_path)
-    runs = [_registry(store_uri) for _ in range(2)]  # two processes' worth of clients
+    v0 = _seed_production(Registry(open_store(store_uri)), tmp_path)
+    runs = [Registry(open_store(store_uri)) for _ in range(2)]  # two processes' worth of clients
     read = [r.get_alias("demo", PRODUCTION)["version"] for r in runs]  # before their champion comparison
     candidates = [r.publish("demo", {"model.onnx": tmp_path / "const.onnx"}, {"classes": CLASSES}) for r in runs]
     together = threading.Barrier(2)

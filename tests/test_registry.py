@@ -16,19 +16,6 @@ from ml.storage import ConflictError, FileStore, ObjectNotFound, S3Store, open_s
 from tests.s3_servers import S3Server, aws_env, moto_server, rclone_s3_server  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])
-def store_uri(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``file://<tmp>/store``, or ``s3://<fresh bucket>/prefix`` on moto, reached through AWS_ENDPOINT_URL_S3."""
-    if request.param == "file":
-        return f"file://{tmp_path}/store"
-    request.getfixturevalue("aws_env")
-    server: S3Server = request.getfixturevalue("moto_server")
-    bucket = f"vf-{uuid.uuid4().hex[:12]}"
-    server.client().create_bucket(Bucket=bucket)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)  # boto3's own env handling
-    return f"s3://{bucket}/prefix"
-
-
 @pytest.fixture
 def registry(store_uri: str) -> Registry:
     return Registry(open_store(store_uri))

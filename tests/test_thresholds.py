@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from ml.thresholds import choose_threshold
+from ml.evaluate import decided_metrics
+from ml.inference import prediction_columns
+from ml.thresholds import choose_threshold, decide
 
 Y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
 P = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8, 0.9])
@@ -24,3 +26,20 @@ def test_unreachable_precision_is_reported_not_hidden():
     y = np.array([1, 0, 1, 0])
     p = np.array([0.9, 0.9, 0.8, 0.8])  # no threshold separates them
     assert choose_threshold(y, p, "precision", target_precision=0.99)["objective_met"] == 0.0
+
+
+def test_decided_metrics_predict_at_the_chosen_threshold_and_keep_the_argmax_figures():
+    probs = np.column_stack([1 - P, P])
+    metrics = decided_metrics(Y, probs, ["rest", "fish"], "f1")
+    # argmax (0.5) misses the positive at 0.35; the F1-optimal 0.35 catches it at the price of 0.4
+    assert metrics["decision"]["threshold"] == 0.35 and metrics["decision"]["positive"] == "fish"
+    assert metrics["accuracy"] == 0.9 and metrics["decision"]["argmax_accuracy"] == 0.9
+    assert metrics["per_class"]["fish"]["recall"] == 1.0
+    assert list(decide(probs, 0.35)) == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    cols = prediction_columns(probs, ["rest", "fish"], 0.35)
+    assert list(cols["pred"][4:6]) == ["fish", "fish"]  # the argmax would say "rest" for both
+
+
+def test_a_threshold_on_a_multiclass_model_is_refused():
+    with pytest.raises(ValueError, match="needs a binary model"):
+        decided_metrics(np.array([0, 1, 2]), np.eye(3), ["a", "b", "c"], "f1")

@@ -1,0 +1,52 @@
+"""Score a registered version on any folder in its preset's layout; print the metrics as JSON.
+
+    python -m flows.evaluate --model doodle --data /data/doodles-2026-11            # the production version
+    python -m flows.evaluate --model logos --version 20261123T101500Z-1a2b3c --data new-logos/
+    python -m flows.evaluate --model demo --data holdout/ --store s3://models/visionflow
+
+Every image under --data counts (no split). The version's own ONNX file, input size and (binary) decision
+threshold are used, through onnxruntime. The last stdout line is the JSON {model, version, data, task, metrics};
+exit code 0 when scored, 1 when the data or the version could not be read.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.cli import doc_parser, print_summary, result_or_report
+from ml.config import DEFAULT_STORE
+from tasks.holdout import evaluate_registered
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(model: str, data: str, version: str | None = None, store: str = DEFAULT_STORE) -> dict[str, Any]:
+    """Metrics of `model`@`version` (default: production) on every image under `data`."""
+    with tempfile.TemporaryDirectory(prefix="visionflow-evaluate-") as workdir:
+        return evaluate_registered(model, version, Path(data), store, Path(workdir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = doc_parser(__doc__)
+    p.add_argument("--model", required=True, help="the model's name in the registry")
+    p.add_argument("--version", help="a version id (default: the one `production` points at)")
+    p.add_argument("--data", required=True, help="a folder in the layout the version was trained on")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
+    args = p.parse_args(argv)
+    state = evaluate(args.model, args.data, args.version, args.store, return_state=True)
+    result = result_or_report(state, "evaluation", {"model": args.model, "data": args.data})
+    if result is None:
+        return 1
+    scalars = {k: v for k, v in result["metrics"].items() if isinstance(v, float)}
+    print(f"{result['model']} {result['version']} on {result['data']} ({result['metrics']['n']} images):")
+    print("  " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Augmentation pipelines from config: every option becomes its albumentations 2.x transform, images keep
+their size, dtype and channels, masks stay binary."""
+
+import numpy as np
+import pytest
+
+from ml.augment import build_mask_transforms, build_transforms
+from ml.config import AugmentConfig
+
+ALL_ON = AugmentConfig(
+    hflip=0.5, vflip=0.5, rotate=10, shift=0.1, scale=0.1, brightness_contrast=0.2,
+    elastic=1, grid_distortion=1, clahe=1, noise=1, blur=1, coarse_dropout=1,
+)  # fmt: skip
+NAMES = {"Affine", "HorizontalFlip", "VerticalFlip", "ElasticTransform", "GridDistortion", "CLAHE",
+         "RandomBrightnessContrast", "GaussNoise", "GaussianBlur", "CoarseDropout"}  # fmt: skip
+
+
+def _names(compose) -> set[str]:
+    return {type(t).__name__ for t in compose.transforms}
+
+
+def test_every_option_is_applied_and_zero_means_off():
+    assert _names(build_transforms(ALL_ON, 32, train=True)) == NAMES | {"Resize"}
+    assert _names(build_mask_transforms(ALL_ON)) == NAMES
+    assert _names(build_transforms(AugmentConfig(hflip=0), 32, train=True)) == {"Resize"}
+    assert _names(build_transforms(ALL_ON, 32, train=False)) == {"Resize"}  # validation: resize only
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_images_keep_size_dtype_and_channels_and_change(channels):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 40, channels), dtype=np.uint8)
+    out = build_transforms(ALL_ON, 32, train=True)(image=image)["image"]
+    assert out.shape == (32, 32, channels) and out.dtype == np.uint8
+    plain = build_transforms(ALL_ON, 32, train=False)(image=image)["image"]
+    assert not np.array_equal(out, plain)
+
+
+def test_masks_stay_binary_and_aligned_in_size():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (64, 64, 1), dtype=np.uint8)
+    mask = (rng.random((64, 64)) > 0.8).astype(np.uint8)
+    out = build_mask_transforms(ALL_ON)(image=image, mask=mask)
+    assert out["image"].shape == (64, 64, 1) and out["mask"].shape == (64, 64)
+    assert set(np.unique(out["mask"])) <= {0, 1}

@@ -1,0 +1,66 @@
+"""A binary target-vs-rest model end to end: its threshold travels with the version into scoring, and
+flows.evaluate scores the version on folders it never saw."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from ml.config import SyntheticConfig
+from ml.data.synthetic import make_shapes_dataset
+from ml.reference import load_production
+from ml.registry import Registry
+from ml.storage import open_store
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def circle(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> SimpleNamespace:
+    """demo shrunk, relabelled circle vs not_circle, threshold chosen F1-optimal on validation; published."""
+    from flows.retrain import retrain
+
+    tmp = tmp_path_factory.mktemp("holdout")
+    over = tiny_overrides(tmp, **{"data.binary_target": "circle", "eval.decision": "f1"})
+    summary = retrain("demo", over)
+    registry = Registry(open_store(over["storage.uri"]))
+    version_dir = tmp / "store" / "models" / "demo" / "versions" / summary["version"]
+    meta = registry.metadata("demo", summary["version"])
+    return SimpleNamespace(tmp=tmp, over=over, registry=registry, meta=meta, dir=version_dir, summary=summary)
+
+
+@pytest.mark.slow
+def test_the_threshold_is_stored_reported_and_used_by_scoring(circle):
+    meta = circle.meta
+    assert meta["classes"] == ["not_circle", "circle"] and 0 < meta["decision"]["threshold"] < 1
+    report = (circle.dir / "report.md").read_text()
+    assert f"P(circle) >= {meta['decision']['threshold']:.4f} (f1 on validation" in report
+    # each original class of the negatives is scored on its own (hard negatives stand out)
+    by_source = json.loads((circle.dir / "metrics.json").read_text())["by_source"]
+    assert set(by_source) == {"circle", "square", "triangle", "cross"} and "## By source class" in report
+    production = load_production(circle.registry, "demo", circle.tmp / "cache")
+    assert production.classifier().threshold == meta["decision"]["threshold"]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_version_on_a_folder_it_never_saw(circle, capsys):
+    from flows.evaluate import main
+
+    fresh = circle.tmp / "fresh"
+    make_shapes_dataset(fresh, SyntheticConfig(per_class=10, seed=7))
+    store = circle.over["storage.uri"]
+    assert main(["--model", "demo", "--data", str(fresh), "--store", store]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["version"] == circle.summary["version"] and result["metrics"]["n"] == 40
+    assert 0 <= result["metrics"]["accuracy"] <= 1 and set(result["metrics"]["by_source"]) == {
+        "circle",
+        "square",
+        "triangle",
+        "cross",
+    }
+
+    (fresh / "square" / "broken.png").write_bytes(b"not a png")  # refused, naming the file and the rule
+    assert main(["--model", "demo", "--data", str(fresh), "--store", store]) == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "every image readable" in err
