@@ -74,11 +74,12 @@ def run_preset(preset: str, overrides: dict, store: str) -> dict:
     }
 
 
-def markdown(rows: list[dict], where: str, mode: str) -> str:
+def markdown(rows: list[dict], mode: str) -> str:
+    machines = sorted({r["machine"] for r in rows})
     lines = [
         f"# Presets on real data ({mode})",
         "",
-        f"Machine: {where}",
+        *[f"Machine: {m}" for m in machines],
         "",
         "| preset | model | metrics (validation) | gate | epochs | train s | img/s | ONNX MB | latency ms |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -105,14 +106,23 @@ def main() -> None:
     if args.full:
         overrides["train.time_budget_min"] = None
     store = f"file://{tempfile.mkdtemp(prefix='visionflow-presets-')}"
-    rows = [run_preset(name, overrides, store) for name in args.presets]
     where, mode = machine(), "full" if args.full else "CPU budget"
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "-full" if args.full else ""
-    (out / f"presets{suffix}.md").write_text(markdown(rows, where, mode))
-    (out / f"presets{suffix}.json").write_text(json.dumps({"machine": where, "mode": mode, "rows": rows}, indent=1))
-    print(markdown(rows, where, mode))
+    out = ROOT / "benchmarks" / "results" / f"presets{'-full' if args.full else ''}"
+    for name in args.presets:
+        save(out, run_preset(name, overrides, store), where, mode)
+    print(out.with_suffix(".md").read_text())
+
+
+def save(out: Path, row: dict, where: str, mode: str) -> None:
+    """Merge one preset's row into <out>.json (replacing an earlier row of that preset) and rewrite <out>.md,
+    so presets run in separate invocations end up in one table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path = out.with_suffix(".json")
+    old = json.loads(json_path.read_text()) if json_path.exists() else {"rows": []}
+    rows = [{"machine": old.get("machine", where), **r} for r in old["rows"]]
+    rows = [r for r in rows if r["preset"] != row["preset"]] + [{**row, "machine": where}]
+    json_path.write_text(json.dumps({"mode": mode, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(markdown(rows, mode))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p = doc_parser(doc)
     p.add_argument("--model", required=True, help="the model's name in the registry (its `production` is used)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
-    add_set(p, "monitor.* or alerts.* override, repeatable")
+    add_set(p, "monitor.*, labeling.* or alerts.* override, repeatable")
     p.add_argument("--cache-dir", default=str(PRODUCTION_CACHE), help="where production versions are downloaded")
     return p
 

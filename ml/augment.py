@@ -42,16 +42,17 @@ def _distortions(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]
     return [make(p) for p, make in candidates if p]
 
 
-def build_transforms(aug: AugmentConfig, image_size: int, train: bool) -> A.Compose:
-    """Resize always; random geometry and photometry only for training. Output stays uint8 HxWxC."""
+def build_transforms(aug: AugmentConfig, image_size: int, train: bool, seed: int | None = None) -> A.Compose:
+    """Resize always; random geometry and photometry only for training. Output stays uint8 HxWxC. `seed`
+    (train.seed) makes the draws repeat run to run: albumentations keeps its own random state."""
     steps: list[A.BasicTransform] = [A.Resize(image_size, image_size)]
     if train:
         steps += _affine(aug, cv2.BORDER_CONSTANT) + _flips(aug) + _distortions(aug, cv2.BORDER_CONSTANT)
-    return A.Compose(steps)
+    return A.Compose(steps, seed=seed)
 
 
-def build_mask_transforms(aug: AugmentConfig) -> A.Compose:
+def build_mask_transforms(aug: AugmentConfig, seed: int | None = None) -> A.Compose:
     """Training augmentation of an image crop and its mask together (geometry applies to both; the mask is
     resampled nearest-neighbour and stays binary). Borders are mirrored: a black wedge is not paper."""
     steps = _flips(aug) + _affine(aug, cv2.BORDER_REFLECT_101) + _distortions(aug, cv2.BORDER_REFLECT_101)
-    return A.Compose(steps)
+    return A.Compose(steps, seed=seed)

@@ -44,8 +44,8 @@ def load_split(cfg: RunConfig, prepared: PreparedData, side: str) -> tuple[np.nd
 
 
 def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset, ImageDataset]:
-    aug = cfg.train.augment
-    train = ImageDataset(*load_split(cfg, prepared, "train"), build_transforms(aug, cfg.data.image_size, True))
+    augment = build_transforms(cfg.train.augment, cfg.data.image_size, True, cfg.train.seed)
+    train = ImageDataset(*load_split(cfg, prepared, "train"), augment)
     val = ImageDataset(*load_split(cfg, prepared, "val"))
     return train, val
 

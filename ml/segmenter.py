@@ -101,7 +101,7 @@ class CropDataset(Dataset):
         self.pages = [(_pad_to(p.image, size), _pad_to(p.mask, size)) for p in pages]
         self.fg = [np.flatnonzero(m) for _, m in self.pages]
         self.size, self.p, self.repeat = size, cfg.data.foreground_crop, cfg.data.crops_per_image
-        self.transform = build_mask_transforms(cfg.train.augment)
+        self.transform = build_mask_transforms(cfg.train.augment, cfg.train.seed)
 
     def __len__(self) -> int:
         return len(self.pages) * self.repeat

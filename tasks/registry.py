@@ -13,6 +13,7 @@ from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import ChampionEval, GateReport
+from ml.labeling import labels_from_batches
 from ml.publish import Promotion, PublishResult, model_input, promote_if_passed, publish_version, version_metadata
 from ml.reference import ReferenceFiles
 from ml.registry import PRODUCTION, Registry
@@ -64,6 +65,7 @@ def publish_model(
         classes=prepared.classes,
         input=model_input(cfg, exported.outputs),
         dataset={"root": prepared.root, "fingerprint": prepared.fingerprint, "counts": prepared.counts},
+        labels_from_batches=labels_from_batches(open_registry(cfg).store, cfg.name, prepared),
         training={k: v for k, v in trained.to_dict().items() if k != "history"},
         export=exported.to_dict(),
         decision=evaluation.metrics.get("decision"),  # a binary threshold: scoring predicts with it

@@ -43,3 +43,11 @@ def test_masks_stay_binary_and_aligned_in_size():
     out = build_mask_transforms(ALL_ON)(image=image, mask=mask)
     assert out["image"].shape == (64, 64, 1) and out["mask"].shape == (64, 64)
     assert set(np.unique(out["mask"])) <= {0, 1}
+
+
+def test_the_same_seed_draws_the_same_augmentations():
+    image = np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    first, second, other = (build_transforms(ALL_ON, 32, True, seed) for seed in (5, 5, 6))
+    a, b, c = ([t(image=image)["image"] for _ in range(3)] for t in (first, second, other))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, z) for x, z in zip(a, c, strict=True))

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ml.config import PRESET_DIR
+from ml.config import PRESET_DIR, load_config
 from ml.registry import Registry
 from ml.storage import open_store
 from tests.conftest import tiny_overrides
@@ -162,6 +162,22 @@ def test_prefect_yaml_has_a_nightly_retrain_per_preset():
         assert d["work_pool"]["name"] == "visionflow"
 
 
+def test_prefect_yaml_monitors_every_classifier_and_labels_every_model_weekly():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    by_flow: dict[str, dict[str, dict]] = {}
+    for d in spec["deployments"]:
+        by_flow.setdefault(d["entrypoint"], {})[d["name"]] = d
+    presets = {p.stem: load_config(p.stem) for p in PRESET_DIR.glob("*.yaml")}
+    classifiers = {name for name, cfg in presets.items() if cfg.model.task == "classify"}
+    monitors = by_flow["flows/monitor.py:monitor"]
+    assert set(monitors) == classifiers and all(d["parameters"]["model"] == n for n, d in monitors.items())
+    labeling = by_flow["flows/select_for_labeling.py:select_for_labeling"]
+    assert set(labeling) == set(presets)
+    for name, d in labeling.items():
+        assert d["parameters"] == {"model": name, "pool": f".visionflow/pool/{name}"}
+        assert [s["cron"] for s in d["schedules"]] == ["0 4 * * 1"]  # Mondays
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_make_deploy_registers_schedule_limits_and_automations(server: Server, deployed: dict):
@@ -171,6 +187,8 @@ def test_make_deploy_registers_schedule_limits_and_automations(server: Server, d
     assert deployed["global_concurrency_limit"]["limit"] == 1
     assert deployed["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert server.api.get("/v2/concurrency_limits/gpu").raise_for_status().json()["limit"] == 0
+    for name in ("monitor/demo", "select-for-labeling/demo"):
+        server.api.get(f"/deployments/name/{name}").raise_for_status()
     automations = {a["name"] for a in server.api.post("/automations/filter", json={}).raise_for_status().json()}
     for path in (REPO / "deployments" / "automations").glob("*.yaml"):
         assert yaml.safe_load(path.read_text())["name"] in automations, f"{path.name} was not created"

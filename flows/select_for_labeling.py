@@ -1,0 +1,86 @@
+"""Pick the pool images worth labeling with the production model, as a Label Studio batch in the store.
+
+    python -m flows.select_for_labeling --model demo --pool unlabeled/ --budget 50
+    python -m flows.select_for_labeling --model demo --pool s3://bucket/unlabeled --store s3://models/visionflow
+    python -m flows.select_for_labeling --model demo --pool unlabeled/ --set labeling.strategy=balanced
+
+The pool (a folder, recursively, or an S3 prefix) streams through the model as in flows.score; each image gets an
+uncertainty (labeling.measure: entropy, least_confidence, margin; a segmenter's mean pixel entropy or
+uncertain_share) and labeling.strategy picks --budget of them (default labeling.budget): uncertainty, diversity
+(k-center greedy on the embeddings among the labeling.candidates x budget most uncertain), balanced (round robin
+over predicted classes) or random. Images queued in an earlier batch or found under the version's data.root (same
+sha256) are skipped. Written to the store: tasks.json (import it unchanged into a Label Studio project set up with
+label_config.xml, written beside it: the model's guess is each task's prediction), selection.csv; the Prefect
+artifact `<model>-labeling` shows the batch with thumbnails. Settings are the production version's `labeling` and
+`monitor` sections (batch_size, workers); --set labeling.KEY=VALUE / monitor.KEY=VALUE override them. The last
+stdout line is a JSON summary; exit code 0 when the pool was scored (a batch written, or nothing new to label),
+1 when it failed, 2 for bad arguments.
+
+Labelled images go back into the training data (class folders, or images/ + masks/); the next retrain picks them
+up and records per batch how many it used (metadata.json: labels_from_batches).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.cli import print_summary, result_or_report
+from flows.score import overrides_or_exit, parser
+from ml.config import DEFAULT_STORE
+from ml.labeling import labeling_settings
+from ml.reference import PRODUCTION_CACHE
+from tasks.labeling import choose_batch, publish_batch_artifact
+from tasks.monitoring import fetch_production, run_name
+
+
+@flow(name="select-for-labeling", log_prints=True)
+def select_for_labeling(
+    model: str,
+    pool: str,
+    store: str = DEFAULT_STORE,
+    budget: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    cache_dir: str = str(PRODUCTION_CACHE),
+) -> dict[str, Any]:
+    """Select `budget` (default labeling.budget) images of `pool` for labeling; `overrides`: {"labeling.seed": 1}."""
+    overrides = {**(overrides or {}), **({"labeling.budget": budget} if budget else {})}
+    batch = run_name()  # sortable: later batches list after earlier ones
+    # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
+    production = fetch_production(model, store, Path(cache_dir))
+    # 2. score the pool, skip queued and training images, pick the batch; tasks.json + selection.csv -> the store
+    selected = choose_batch(production, pool, store, overrides, batch)
+    # 3. Prefect artifact: the batch with thumbnails and links
+    publish_batch_artifact(selected)
+    return {**selected.to_dict(), "images_per_s": selected.scored / selected.seconds if selected.seconds else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--pool", required=True, help="folder, file://PATH or s3://BUCKET/PREFIX of unlabeled images")
+    p.add_argument("--budget", type=int, help="images to select (default: the version's labeling.budget)")
+    args = p.parse_args(argv)
+    extra = {"labeling.budget": args.budget} if args.budget is not None else {}
+    overrides = overrides_or_exit(args.overrides, labeling_settings, **extra)
+    state = select_for_labeling(args.model, args.pool, args.store, None, overrides, args.cache_dir, return_state=True)
+    summary = result_or_report(state, "selection", {"model": args.model, "pool": args.pool})
+    if summary is None:
+        return 1
+    print(
+        f"selected: {summary['selected']} of {summary['scored']} pool images ({summary['strategy']}, "
+        f"{summary['measure']}); {summary['known']} known, {summary['unreadable']} unreadable"
+    )
+    if summary["selected"]:
+        print(f"tasks:    {summary['links']['tasks']}")
+        print(f"config:   {summary['links']['label_config']} (the Label Studio project's labeling config)")
+    else:
+        print("nothing new to label")
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
