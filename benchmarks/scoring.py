@@ -96,13 +96,8 @@ class TorchEager(OnnxClassifier):
     def __init__(self, weights: str, image_size: int, channels: int, projection: Projection):
         self.model = build_model(ModelConfig(), channels, len(CLASSES)).eval()
         self.model.load_state_dict(torch.load(weights, weights_only=True))
-        self.classes, self.size, self.channels, self.projection, self.has_embedding = (
-            CLASSES,
-            image_size,
-            channels,
-            projection,
-            True,
-        )
+        self.classes, self.size, self.channels, self.projection = CLASSES, image_size, channels, projection
+        self.has_embedding, self.threshold = True, None  # the attributes OnnxClassifier's scoring reads
 
     @torch.no_grad()
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
