@@ -41,7 +41,7 @@ def measure(preset: str, image: Path, onnx: Path | None, threads: int) -> dict:
 
     from ml.config import load_config
     from ml.data.layouts import load_image
-    from ml.segmenter import to_chw
+    from ml.dataset import to_chw
     from ml.tiling import onnx_predictor, predict_tiled
 
     cfg = load_config(preset)

@@ -10,14 +10,18 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import albumentations as A
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from ml.augment import build_transforms
 from ml.config import RunConfig
+from ml.data.layouts import DatasetError
+from ml.data.masks import load_mask
 from ml.data.prepare import PreparedData
-from ml.dataset import ImageDataset, load_resized, make_loader
+from ml.dataset import CropDataset, ImageDataset, load_resized, make_loader
 from ml.evaluate import accuracy_by, decided_metrics, decision_threshold, predict
 from ml.export import ExportResult, export_checked
 from ml.models import pick_device
@@ -43,11 +47,36 @@ def load_split(cfg: RunConfig, prepared: PreparedData, side: str) -> tuple[np.nd
     return images, targets
 
 
-def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset, ImageDataset]:
-    augment = build_transforms(cfg.train.augment, cfg.data.image_size, True, cfg.train.seed)
-    train = ImageDataset(*load_split(cfg, prepared, "train"), augment)
+def load_masks(cfg: RunConfig, prepared: PreparedData, side: str) -> np.ndarray:
+    """Masks of one split resized like its images (N x S x S in {0, 1}; zeros where an image has none), cached.
+    model.head=map learns where the positive class is from them (<root>/masks/<id>.png)."""
+    size = cfg.data.image_size
+    cache = Path(prepared.split_csv).with_name(f"{side}_{size}px_masks.npz")
+    if cache.exists():
+        with np.load(cache) as z:
+            return z["masks"]
+    frame = pd.read_csv(prepared.split_csv, keep_default_na=False)
+    frame = frame[frame["split"] == side]
+    paths = frame["mask"] if "mask" in frame else pd.Series([""] * len(frame))
+    if cfg.train.mask_loss and not paths.astype(bool).any():
+        raise DatasetError(f"{prepared.root}: train.mask_loss needs masks as <root>/masks/<id>.png; none found")
+    resize = A.Resize(size, size, interpolation=cv2.INTER_NEAREST)
+    empty = np.zeros((size, size), np.uint8)
+    masks = np.stack([resize(image=load_mask(p))["image"] if p else empty for p in paths])
+    np.savez(cache, masks=masks)
+    return masks
+
+
+def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset | CropDataset, ImageDataset]:
+    """Training and validation sets. model.head=map trains on crops of the resized images and their masks and
+    validates on the whole resized images."""
     val = ImageDataset(*load_split(cfg, prepared, "val"))
-    return train, val
+    images, targets = load_split(cfg, prepared, "train")
+    if cfg.model.head == "map":
+        pairs = list(zip(images, load_masks(cfg, prepared, "train"), strict=True))
+        return CropDataset(pairs, cfg, labels=targets), val
+    augment = build_transforms(cfg.train.augment, cfg.data.image_size, True, cfg.train.seed)
+    return ImageDataset(images, targets, augment), val
 
 
 def train_classifier(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:

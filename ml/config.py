@@ -99,9 +99,10 @@ class DataConfig(Section):
     binary_target: str | None = None  # target-vs-rest: this class against every other selected class
     image_size: int = Field(32, ge=8)  # classifiers train and predict at this size; segmenters at full size
     channels: Literal[1, 3] = 3
-    crop_size: int = Field(512, ge=32, multiple_of=32)  # segmentation: training crops (px)
-    foreground_crop: float = Field(0.5, ge=0, le=1)  # segmentation: share of crops centred on a foreground pixel
-    crops_per_image: int = Field(8, ge=1)  # segmentation: random crops of each training image per epoch
+    # training crops (px): segmenters always; classifiers with model.head=map, cut from the image_size image
+    crop_size: int = Field(512, ge=32, multiple_of=32)
+    foreground_crop: float = Field(0.5, ge=0, le=1)  # share of crops centred on a mask (foreground) pixel
+    crops_per_image: int = Field(8, ge=1)  # random crops of each training image per epoch
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
     group: GroupConfig = GroupConfig()
@@ -132,6 +133,10 @@ class ModelConfig(Section):
     # segment: U-Net decoder widths, deepest first; 3-5 of them (= encoder stages used)
     decoder_channels: list[int] = Field([256, 128, 64, 32, 16], min_length=3, max_length=5)
     pretrained: bool = False  # no downloads on this machine; keep the option for users
+    # classify, binary: pool = timm's pooled head; map = a logit map over the last two encoder stages whose
+    # maximum is the image's logit: trains on data.crop_size crops, learns from masks (train.mask_loss) and
+    # finds defects a few pixels wide that a pooled head averages away
+    head: Literal["pool", "map"] = "pool"
     drop_rate: float = Field(0.0, ge=0, lt=1)
 
 
@@ -146,10 +151,13 @@ class TrainConfig(Section):
     sampler: Literal["shuffle", "weighted"] = "shuffle"  # weighted: classes drawn equally often (inverse frequency)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs without improvement
     time_budget_min: float | None = Field(None, gt=0)  # stop after the epoch that crosses this budget
-    monitor: Literal["macro_f1", "accuracy", "f1", "iou", "loss"] = "macro_f1"  # segment: f1, iou or loss
+    # segment: f1, iou or loss; auroc: threshold-free, for binary models whose threshold is set after (eval.decision)
+    monitor: Literal["macro_f1", "accuracy", "auroc", "f1", "iou", "loss"] = "macro_f1"
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)  # optimizer step every N batches (effective batch = N x batch_size)
-    loss: dict[str, float] = {"bce": 1.0, "dice": 1.0}  # segment: weighted sum of bce, dice, focal, edge
+    # segment (and model.head=map's mask term): weighted sum of bce, dice, focal, edge
+    loss: dict[str, float] = {"bce": 1.0, "dice": 1.0}
+    mask_loss: float = Field(0.0, ge=0)  # model.head=map: weight of the mask term (train.loss) beside the class loss
     focal_gamma: float = Field(2.0, ge=0)  # focal terms (segment loss `focal`, classifier_loss=focal): (1 - p)^gamma
     # classify: ce = cross-entropy; focal = CE scaled by (1 - p_true)^focal_gamma (easy images count little);
     # class_weights act as per-class alpha and label_smoothing smooths the targets, for both
@@ -411,11 +419,27 @@ class RunConfig(Section):
             if any(used.values()):
                 names = [k for k, v in used.items() if v]
                 raise ValueError(f"{names}: classifier options (model.task=segment; its losses are train.loss)")
+        if self.model.head == "map":
+            self._check_map_head()
+        elif self.train.mask_loss:
+            raise ValueError("train.mask_loss trains a logit map against masks: set model.head=map")
         if self.export.tta and not self.eval.tta:
             raise ValueError("export.tta bakes eval.tta's flips into the graph: set eval.tta (e.g. [hflip])")
         if self.gate.max_quantized_drop is not None and self.export.quantize == "none":
             raise ValueError("gate.max_quantized_drop judges the int8 model: set export.quantize (dynamic or static)")
         return self
+
+    def _check_map_head(self) -> None:
+        d = self.data
+        binary = d.binary_target is not None or (d.classes is not None and len(d.classes) == 2)
+        if self.model.task != "classify" or not binary:
+            raise ValueError(
+                "model.head=map scores 'is there a defect anywhere': binary classifiers only (data.classes)"
+            )
+        if d.crop_size > d.image_size:
+            raise ValueError(
+                f"model.head=map trains on crops: data.crop_size {d.crop_size} > data.image_size {d.image_size}"
+            )
 
 
 def preset_path(name: str) -> Path:

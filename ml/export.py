@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ml.models import ImageSegmenter
+from ml.models import ImageSegmenter, MapClassifier
 from ml.storage import sha256_file
 from ml.tta import flip_views, mean_probs_logits
 
@@ -31,12 +31,17 @@ class ParityError(RuntimeError):
     """onnxruntime's output differs from torch's by more than the allowed tolerance."""
 
 
+def _embeds(model: nn.Module) -> bool:
+    """Whether the model gives pooled features to export as `embedding` (timm heads and the map head do)."""
+    return isinstance(model, MapClassifier) or hasattr(getattr(model, "backbone", None), "forward_head")
+
+
 class _WithProbs(nn.Module):
     def __init__(self, model: nn.Module, tta: list[str] | tuple[str, ...] = ()):
         super().__init__()
         self.model, self.tta = model, tuple(tta)
         self.per_pixel = isinstance(model, ImageSegmenter)
-        self.embeds = not self.per_pixel and hasattr(getattr(model, "backbone", None), "forward_head")
+        self.embeds = not self.per_pixel and _embeds(model)
         if self.per_pixel and self.tta:
             raise ValueError("flip TTA averages class probabilities: classifiers only, not a segmenter")
 
@@ -50,11 +55,7 @@ class _WithProbs(nn.Module):
         return (logits, probs) if embedding is None else (logits, probs, embedding)
 
     def _logits_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.embeds:  # timm: model(x) == forward_head(forward_features(x)); pre_logits stops before the classifier
-            backbone = self.model.backbone
-            features = backbone.forward_features((x - self.model.mean) / self.model.std)
-            return backbone.forward_head(features), backbone.forward_head(features, pre_logits=True).flatten(1)
-        return self.model(x), None
+        return self.model.logits_and_embedding(x) if self.embeds else (self.model(x), None)
 
     @property
     def output_names(self) -> list[str]:

@@ -6,6 +6,8 @@ class distributions (MixUp's soft targets):
     criterion = classifier_loss(cfg.train, weight)                    # ce | focal
     loss = criterion(logits, targets)
 
+A classifier with model.head=map adds train.mask_loss x the segmenter terms on its logit map (MapLoss).
+
 Segmenters (train.loss): terms on N x 1 x H x W logits against binary masks, summed with weights from config:
 
     criterion = SegLoss({"bce": 1.0, "dice": 1.0, "edge": 0.5})
@@ -102,3 +104,25 @@ def classifier_loss(tc: TrainConfig, weight: torch.Tensor | None = None) -> nn.M
     if tc.classifier_loss == "focal":
         return FocalLoss(tc.focal_gamma, weight, tc.label_smoothing)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
+
+
+class MapLoss(nn.Module):
+    """model.head=map: the class loss on the image logits plus `weight` x the mask loss (train.loss terms) of the
+    logit map against the crop's mask max-pooled to the map's size (a cell is positive if any pixel in it is).
+    Without masks (or in eval mode, where the model returns logits only) it is the class loss alone."""
+
+    def __init__(self, class_loss: nn.Module, mask_loss: SegLoss, weight: float):
+        super().__init__()
+        self.class_loss, self.mask_loss, self.weight = class_loss, mask_loss, weight
+
+    def forward(
+        self,
+        output: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        target: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        logits, logit_map = output if isinstance(output, tuple) else (output, None)
+        loss = self.class_loss(logits, target)
+        if logit_map is None or mask is None or not self.weight:
+            return loss
+        return loss + self.weight * self.mask_loss(logit_map, F.adaptive_max_pool2d(mask.float(), logit_map.shape[-2:]))

@@ -24,10 +24,12 @@ class MixUp:
         self.alpha, self.num_classes, self.prob = alpha, num_classes, prob
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(x, soft targets, *masks): masks (model.head=map) are mixed with the same weight and pairs."""
         targets = F.one_hot(y, self.num_classes).to(x.dtype)
         if self.rng.random() >= self.prob:
-            return x, targets
+            return x, targets, *masks
         lam = float(self.rng.beta(self.alpha, self.alpha))
         perm = torch.as_tensor(self.rng.permutation(len(x)), device=x.device)
-        return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+        mixed = [lam * t + (1 - lam) * t[perm] for t in (x, targets, *masks)]
+        return tuple(mixed)

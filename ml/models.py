@@ -1,8 +1,10 @@
-"""One factory for every network: a timm classifier, or a U-Net on a timm encoder (model.task=segment)."""
+"""One factory for every network: a timm classifier (pooled head, or a logit map: model.head=map), or a U-Net on
+a timm encoder (model.task=segment)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ml.config import ModelConfig
@@ -27,9 +29,50 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone((x - self.mean) / self.std)
 
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and the pooled features before the classifier (what drift monitoring compares), one pass."""
+        if not hasattr(self.backbone, "forward_head"):
+            return self(x), None
+        features = self.backbone.forward_features((x - self.mean) / self.std)
+        head = self.backbone.forward_head
+        return head(features), head(features, pre_logits=True).flatten(1)
+
 
 class ImageSegmenter(ImageClassifier):
     """The same [0,1]-pixel input; the output is per-pixel logits N x K x H x W."""
+
+
+class MapClassifier(ImageClassifier):
+    """A binary classifier that looks for the positive class anywhere (model.head=map): a 1x1 conv over the last
+    two encoder stages (the deepest upsampled to the other's stride) gives a logit map, and the image's
+    positive logit is the map's maximum, so a defect a few pixels wide is not averaged away by a pooled head.
+
+    The output is the usual N x 2 logits [0, max], so evaluation, TTA, export and scoring treat it as any
+    classifier. In training mode forward also returns the map, which train.mask_loss fits to the masks.
+    """
+
+    def __init__(self, encoder: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__(encoder, mean, std)
+        self.head = nn.Conv2d(sum(encoder.feature_info.channels()[-2:]), 1, kernel_size=1)
+
+    def _map_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        *_, mid, deep = self.backbone((x - self.mean) / self.std)
+        up = F.interpolate(deep, size=mid.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(torch.cat([mid, up], dim=1)), deep
+
+    @staticmethod
+    def _logits(logit_map: torch.Tensor) -> torch.Tensor:
+        score = logit_map.flatten(1).amax(dim=1, keepdim=True)
+        return torch.cat([torch.zeros_like(score), score], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logit_map, _ = self._map_and_features(x)
+        logits = self._logits(logit_map)
+        return (logits, logit_map) if self.training else logits
+
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit_map, deep = self._map_and_features(x)
+        return self._logits(logit_map), deep.mean(dim=(2, 3))
 
 
 def build_model(cfg: ModelConfig, in_chans: int, num_classes: int) -> ImageClassifier:
@@ -42,6 +85,9 @@ def build_model(cfg: ModelConfig, in_chans: int, num_classes: int) -> ImageClass
         raise ValueError(f"unknown model {cfg.name!r}; similar timm models: {close}")
     if cfg.task == "segment":
         return _unet(cfg, in_chans, num_classes)
+    if cfg.head == "map":
+        encoder = timm.create_model(cfg.name, pretrained=cfg.pretrained, in_chans=in_chans, features_only=True)
+        return MapClassifier(encoder, *_channel_stats(encoder.pretrained_cfg, in_chans))
     backbone = timm.create_model(
         cfg.name, pretrained=cfg.pretrained, in_chans=in_chans, num_classes=num_classes, drop_rate=cfg.drop_rate
     )

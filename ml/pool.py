@@ -33,10 +33,10 @@ from PIL import Image
 from ml.config import EvalConfig, LabelingConfig, MonitorConfig
 from ml.data.layouts import to_array
 from ml.data.profile import DECODE_ERRORS
+from ml.dataset import to_chw
 from ml.inference import ImageItem, embedding_columns, image_source, score_stream
 from ml.onnx_eval import open_session
 from ml.reference import Production
-from ml.segmenter import to_chw
 from ml.storage import sha256_bytes
 from ml.tiling import Predict, onnx_predictor, predict_tiled
 from ml.uncertainty import pixel_uncertainty

@@ -20,14 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from ml.augment import build_mask_transforms
 from ml.classifier import Evaluation
 from ml.config import RunConfig
 from ml.data.layouts import DatasetError, load_image
 from ml.data.masks import load_mask
 from ml.data.prepare import PreparedData
+from ml.dataset import CropDataset, pad_to, to_chw
 from ml.export import ExportResult, export_checked
 from ml.losses import SegLoss
 from ml.models import pick_device
@@ -65,55 +64,6 @@ def load_pages(cfg: RunConfig, prepared: PreparedData, side: str) -> list[Page]:
         return list(pool.map(one, zip(frame["path"], frame["mask"], strict=True)))
 
 
-def foreground_crop(
-    image: np.ndarray, mask: np.ndarray, size: int, p: float, rng: np.random.Generator, fg: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """A size x size crop (image at least that big): with probability p centred on a random foreground pixel
-    (shifted to stay inside), otherwise uniform. `fg` (np.flatnonzero(mask)) spares recomputing it per crop."""
-    h, w = mask.shape
-    fg = np.flatnonzero(mask) if fg is None else fg
-    if len(fg) and rng.random() < p:
-        cy, cx = divmod(int(fg[rng.integers(len(fg))]), w)
-        top, left = min(max(cy - size // 2, 0), h - size), min(max(cx - size // 2, 0), w - size)
-    else:
-        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    return image[top : top + size, left : left + size], mask[top : top + size, left : left + size]
-
-
-def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
-    """Mirror-pad the first two axes up to `size` (pages smaller than a crop)."""
-    pads = [(0, max(0, size - a.shape[0])), (0, max(0, size - a.shape[1]))] + [(0, 0)] * (a.ndim - 2)
-    return np.pad(a, pads, mode="symmetric")
-
-
-def to_chw(image: np.ndarray) -> np.ndarray:
-    """uint8 H x W x C -> float32 C x H x W in [0, 1], the network's input."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
-
-
-class CropDataset(Dataset):
-    """data.crops_per_image random crops of every page per epoch, augmented image and mask together.
-
-    Randomness comes from torch's generator (seeded by ml.train, distinct per DataLoader worker)."""
-
-    def __init__(self, pages: list[Page], cfg: RunConfig):
-        size = cfg.data.crop_size
-        self.pages = [(_pad_to(p.image, size), _pad_to(p.mask, size)) for p in pages]
-        self.fg = [np.flatnonzero(m) for _, m in self.pages]
-        self.size, self.p, self.repeat = size, cfg.data.foreground_crop, cfg.data.crops_per_image
-        self.transform = build_mask_transforms(cfg.train.augment, cfg.train.seed)
-
-    def __len__(self) -> int:
-        return len(self.pages) * self.repeat
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
-        k = i % len(self.pages)
-        image, mask = foreground_crop(*self.pages[k], self.size, self.p, rng, self.fg[k])
-        out = self.transform(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask))
-        return torch.from_numpy(to_chw(out["image"])), torch.from_numpy(out["mask"][None].astype(np.float32))
-
-
 def page_logits(cfg: RunConfig, page: Page, predict: Predict) -> np.ndarray:
     """H x W logits of one whole page by overlapping tiles (eval.tile, default data.crop_size)."""
     ev = cfg.eval
@@ -147,7 +97,7 @@ def score_pages(
 
 def train_segmenter(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
     """ml.train.fit on random crops; each epoch is validated on the whole validation pages (raw metrics)."""
-    train_ds = CropDataset(load_pages(cfg, prepared, "train"), cfg)
+    train_ds = CropDataset([(p.image, p.mask) for p in load_pages(cfg, prepared, "train")], cfg)
     val_pages = load_pages(cfg, prepared, "val")
 
     def validate(model: nn.Module, device: torch.device, amp: bool) -> dict[str, float]:
@@ -185,7 +135,7 @@ def export_segmenter(cfg: RunConfig, prepared: PreparedData, train: TrainResult,
 
 def _crops(page: Page, h: int, w: int) -> torch.Tensor:
     """Two h x w crops of a page (its top-left and bottom-right corners; mirror-padded if it is smaller)."""
-    image = _pad_to(page.image, max(h, w))
+    image = pad_to(page.image, max(h, w))
     ih, iw = image.shape[:2]
     corners = [image[:h, :w], image[ih - h :, iw - w :]]
     return torch.from_numpy(np.stack([to_chw(c) for c in corners]))

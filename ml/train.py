@@ -30,7 +30,7 @@ from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.config import RunConfig, TrainConfig
 from ml.dataset import make_loader
 from ml.evaluate import classification_metrics, predict
-from ml.losses import classifier_loss
+from ml.losses import MapLoss, SegLoss, classifier_loss
 from ml.mixup import MixUp
 from ml.models import build_model, pick_device
 
@@ -122,12 +122,13 @@ def _train_epoch(
     model.train()
     total, seen = 0.0, 0
     opt.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(batches, 1):
+    for i, (x, y, *masks) in enumerate(batches, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        masks = [m.to(device, non_blocking=True) for m in masks]  # (model.head=map) the crops' masks
         if mix is not None:
-            x, y = mix(x, y)
+            x, y, *masks = mix(x, y, *masks)
         with torch.autocast(device.type, enabled=use_amp):
-            loss = criterion(model(x), y)
+            loss = criterion(model(x), y, *masks)
         scaler.scale(loss / accumulate).backward()
         total += loss.item() * len(y)
         seen += len(y)
@@ -149,13 +150,15 @@ Validate = Callable[[nn.Module, torch.device, bool], dict[str, float]]
 
 
 def _classifier_objective(
-    tc: TrainConfig, train_ds: Dataset, val_ds: Dataset, classes: list[str], device: torch.device
+    tc: TrainConfig, head: str, train_ds: Dataset, val_ds: Dataset, classes: list[str], device: torch.device
 ) -> tuple[nn.Module, Sampler | None, Validate, MixUp | None]:
-    """train.classifier_loss (class weights, label smoothing), the class sampler, validation by accuracy /
-    macro-F1, and MixUp (train.mixup > 0)."""
+    """train.classifier_loss (class weights, label smoothing; with model.head=map plus the mask term), the class
+    sampler, validation by accuracy / macro-F1 / AUROC, and MixUp (train.mixup > 0)."""
     targets = np.asarray(train_ds.targets)
     weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
     criterion = classifier_loss(tc, weight).to(device)
+    if head == "map":
+        criterion = MapLoss(criterion, SegLoss(tc.loss, tc.focal_gamma), tc.mask_loss)
     mix = MixUp(tc.mixup, len(classes), tc.mixup_prob, tc.seed) if tc.mixup > 0 else None
     sampler = weighted_sampler(targets, len(classes), tc.seed) if tc.sampler == "weighted" else None
     val_loader = make_loader(val_ds, tc.batch_size, False, tc.num_workers, tc.seed)
@@ -163,7 +166,8 @@ def _classifier_objective(
     def validate(model: nn.Module, device: torch.device, amp: bool) -> dict[str, float]:
         probs, val_targets = predict(model, val_loader, device, amp)
         m = classification_metrics(val_targets, probs, classes)
-        return {k: m[k] for k in ("loss", "accuracy", "macro_f1")}
+        auroc = math.nan if m["auroc"] is None else m["auroc"]  # None: the split lacks a class
+        return {**{k: m[k] for k in ("loss", "accuracy", "macro_f1")}, "auroc": auroc}
 
     return criterion, sampler, validate, mix
 
@@ -190,7 +194,7 @@ def fit(
     model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
 
     if objective is None:
-        criterion, sampler, validate, mix = _classifier_objective(tc, train_ds, val_ds, classes, device)
+        criterion, sampler, validate, mix = _classifier_objective(tc, cfg.model.head, train_ds, val_ds, classes, device)
     else:
         (criterion, validate), sampler, mix = objective, None, None
     train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)

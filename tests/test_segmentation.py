@@ -12,11 +12,11 @@ from torch import nn
 from ml.config import ModelConfig, SyntheticConfig, load_config
 from ml.data.layouts import index_dataset
 from ml.data.synthetic_pages import make_pages_dataset
+from ml.dataset import foreground_crop
 from ml.export import export_checked, onnx_session
 from ml.losses import SegLoss, dice_loss, edge_loss, focal_loss
 from ml.models import build_model
 from ml.seg_metrics import boundary_band, image_scores, postprocess, summarize
-from ml.segmenter import foreground_crop
 from ml.tiling import onnx_predictor, predict_tiled, torch_predictor
 
 CPU = torch.device("cpu")
