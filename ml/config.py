@@ -164,6 +164,9 @@ class TrainConfig(Section):
     classifier_loss: Literal["ce", "focal"] = "ce"
     mixup: float = Field(0.0, ge=0)  # classify: MixUp alpha; mixing weight ~ Beta(alpha, alpha) (0.2-0.4 usual); 0: off
     mixup_prob: float = Field(1.0, gt=0, le=1)  # share of training batches that are mixed (when mixup > 0)
+    # decay of an exponential moving average of the weights, updated every optimizer step (0.99-0.999 usual);
+    # validation, the best checkpoint and the export use the average: steadier than the last step's weights
+    ema: float | None = Field(None, gt=0, lt=1)
     amp: bool = True  # used on CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0

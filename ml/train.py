@@ -1,6 +1,6 @@
-"""The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, focal loss, MixUp, early stopping,
-best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, gradient accumulation and clipping,
-seeding, a progress bar. Classifiers and segmenters (ml.segmenter passes its own objective) share it.
+"""The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, focal loss, MixUp, weight EMA,
+early stopping, best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, gradient accumulation and
+clipping, seeding, a progress bar. Classifiers and segmenters (ml.segmenter passes its own objective) share it.
 
     result = fit(cfg, train_ds, val_ds, classes, run_dir)   # plain PyTorch, no Prefect
 
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 from tqdm import tqdm
 
@@ -116,9 +117,11 @@ def _train_epoch(
     use_amp: bool,
     accumulate: int = 1,
     mix: MixUp | None = None,
+    ema: AveragedModel | None = None,
 ) -> float:
     """One pass over the training batches; returns the mean loss. The optimizer (and `step_sched`, if given)
-    steps every `accumulate` batches and after the last one. `mix` turns each batch into MixUp pairs."""
+    steps every `accumulate` batches and after the last one; `ema` averages the weights after each step.
+    `mix` turns each batch into MixUp pairs."""
     model.train()
     total, seen = 0.0, 0
     opt.zero_grad(set_to_none=True)
@@ -140,6 +143,8 @@ def _train_epoch(
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(model)
             if step_sched is not None:
                 step_sched.step()
     return total / max(seen, 1)
@@ -201,6 +206,8 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched, per_step = _scheduler(tc, opt, max(1, math.ceil(len(train_loader) / tc.accumulate)))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
+    evaluated = model if ema is None else ema.module  # what is validated, checkpointed as best, and exported
 
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
@@ -213,6 +220,8 @@ def fit(
         if sched is not None:
             sched.load_state_dict(_resumed_schedule(ckpt["scheduler"], sched.state_dict()))
         scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and "ema" in ckpt:
+            ema.load_state_dict(ckpt["ema"])
         state = {k: ckpt[k] for k in state}
         resumed_from = state["epoch"]
         log.info("resuming %s after epoch %d", last_path, resumed_from)
@@ -235,8 +244,9 @@ def fit(
             use_amp,
             tc.accumulate,
             mix,
+            ema,
         )
-        m = validate(model, device, use_amp)
+        m = validate(evaluated, device, use_amp)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -252,7 +262,7 @@ def fit(
         if _improved(monitored, state["best_metric"], tc.monitor):
             state.update(best_metric=monitored, best_epoch=epoch, bad_epochs=0)
             save_checkpoint(
-                {"model": model.state_dict(), "epoch": epoch, "classes": classes, "config": cfg.model_dump_json()},
+                {"model": evaluated.state_dict(), "epoch": epoch, "classes": classes, "config": cfg.model_dump_json()},
                 best_path,
             )
         else:
@@ -267,6 +277,7 @@ def fit(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else {},
                 "scaler": scaler.state_dict(),
+                **({} if ema is None else {"ema": ema.state_dict()}),
                 "classes": classes,
                 "config": cfg.model_dump_json(),
                 **state,

@@ -122,3 +122,19 @@ def test_cuda_amp_training(tmp_path):
     train_ds, val_ds = datasets(cfg, prepared)
     result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
     assert result.device.startswith("cuda") and np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_ema_checkpoints_the_average_and_resumes_it(tmp_path):
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.ema": 0.9, "train.epochs": 1}))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    name = next(k for k in last["model"] if k.endswith("weight") and last["model"][k].dtype == torch.float32)
+    averaged = last["ema"][f"module.{name}"]
+    assert torch.equal(best["model"][name], averaged)  # the best checkpoint holds the average ...
+    assert not torch.equal(last["model"][name], averaged)  # ... which is not the last step's weights
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    result = fit(longer, train_ds, val_ds, prepared.classes, tmp_path / "run")
+    assert result.resumed_from == 1 and load_checkpoint(tmp_path / "run" / "last.pt")["ema"]["n_averaged"] > 1
