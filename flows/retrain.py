@@ -74,7 +74,7 @@ def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> di
     production = read_production(cfg)
     champion = challenge_production(cfg, prepared, exported, production, run_dir)
     latency_ms = measure_latency(cfg, prepared, exported)
-    gate = gate_model(cfg, evaluation, exported, latency_ms, champion)
+    gate = gate_model(cfg, prepared, evaluation, exported, latency_ms, champion)
     # 6. publish the version with its drift reference; `production` moves only if the gate passed and no other
     #    run promoted meanwhile
     unit = "tile" if cfg.model.task == "segment" else "image"

@@ -59,6 +59,7 @@ class Candidate:
     model_mb: float | None = None  # ONNX file size
     latency_ms: float | None = None  # median onnxruntime latency per image
     quantization: dict[str, Any] | None = None  # ml.quantize's record: fp32 and int8 accuracy, accuracy_drop
+    measured_on: str = ""  # what `metrics` scored when not the plain checkpoint (each metric rule's detail)
 
 
 @dataclass
@@ -82,16 +83,18 @@ def _compare(name: str, op: str, threshold: float, measured: float | None, detai
     return RuleResult(rule, threshold, measured, measured >= threshold if op == ">=" else measured <= threshold, detail)
 
 
-def absolute_rules(metrics: dict[str, Any], rules: GateConfig) -> list[RuleResult]:
+def absolute_rules(metrics: dict[str, Any], rules: GateConfig, detail: str = "") -> list[RuleResult]:
     """`min` rules need measured >= threshold, `max` rules measured <= threshold."""
-    rows = [_compare(name, ">=", t, metrics.get(name)) for name, t in sorted(rules.min.items())]
-    return rows + [_compare(name, "<=", t, metrics.get(name)) for name, t in sorted(rules.max.items())]
+    rows = [_compare(name, ">=", t, metrics.get(name), detail) for name, t in sorted(rules.min.items())]
+    return rows + [_compare(name, "<=", t, metrics.get(name), detail) for name, t in sorted(rules.max.items())]
 
 
-def per_class_rules(per_class: dict[str, dict[str, float]], minimums: dict[str, float]) -> list[RuleResult]:
+def per_class_rules(
+    per_class: dict[str, dict[str, float]], minimums: dict[str, float], detail: str = ""
+) -> list[RuleResult]:
     """One row per class and metric: `recall[circle] >= 0.85`."""
     return [
-        _compare(f"{metric}[{cls}]", ">=", t, values.get(metric))
+        _compare(f"{metric}[{cls}]", ">=", t, values.get(metric), detail)
         for metric, t in sorted(minimums.items())
         for cls, values in per_class.items()
     ]
@@ -158,9 +161,9 @@ def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
 
 def evaluate_gate(candidate: Candidate, champion: ChampionEval, rules: GateConfig) -> GateReport:
     """Every configured rule, in a fixed order: absolute, per class, bias, cost, int8, champion."""
-    metrics = candidate.metrics
-    rows = absolute_rules(metrics, rules)
-    rows += per_class_rules(metrics.get("per_class", {}), rules.per_class_min)
+    metrics, on = candidate.metrics, candidate.measured_on
+    rows = absolute_rules(metrics, rules, on)
+    rows += per_class_rules(metrics.get("per_class", {}), rules.per_class_min, on)
     rows += bias_rules(metrics.get("prediction_share"), rules.max_class_share)
     rows += cost_rules(candidate, rules)
     rows += quantization_rules(candidate.quantization, rules.max_quantized_drop)

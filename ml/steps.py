@@ -6,6 +6,7 @@
 
     metrics = onnx_metrics_step(cfg, prepared, Path("model.onnx"))   # champion/challenger, via onnxruntime
     ms = latency_step(cfg, prepared, Path("model.onnx"))
+    metrics, on = judged_metrics(cfg, prepared, evaluation, Path("model.onnx"))   # what the gate's rules judge
 
 The tasks call these, so a new task kind is one module with the same functions plus a line here.
 """
@@ -53,3 +54,15 @@ def latency_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
     if cfg.model.task == "segment":
         return segmenter.latency_on_split(cfg, prepared, path)
     return onnx_eval.latency_on_split(cfg, prepared, path)
+
+
+def judged_metrics(
+    cfg: RunConfig, prepared: PreparedData, evaluation: Evaluation, onnx_path: Path
+) -> tuple[dict[str, Any], str]:
+    """The metrics the gate judges, those of the file that ships, and what they were measured on ("" for the
+    checkpoint). With export.tta or export.quantize, model.onnx is not the checkpoint evaluate_step scored
+    (flips averaged inside, int8 weights), so it is scored again through onnxruntime, same split and rule."""
+    inside = [name for name, on in (("flip TTA", cfg.export.tta), ("int8", cfg.export.quantize != "none")) if on]
+    if not inside:
+        return evaluation.metrics, ""
+    return onnx_metrics_step(cfg, prepared, onnx_path), f"model.onnx as shipped ({', '.join(inside)}; onnxruntime)"

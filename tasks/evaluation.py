@@ -14,7 +14,7 @@ from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
 from ml.quantize import quantize_classifier
-from ml.steps import evaluate_step, export_step, latency_step
+from ml.steps import evaluate_step, export_step, judged_metrics, latency_step
 from ml.train import TrainResult
 from tasks.registry import open_registry
 
@@ -48,8 +48,15 @@ def measure_latency(cfg: RunConfig, prepared: PreparedData, exported: ExportResu
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_model(
-    cfg: RunConfig, evaluation: Evaluation, exported: ExportResult, latency_ms: float, champion: ChampionEval
+    cfg: RunConfig,
+    prepared: PreparedData,
+    evaluation: Evaluation,
+    exported: ExportResult,
+    latency_ms: float,
+    champion: ChampionEval,
 ) -> GateReport:
-    """Absolute, per-class, bias, cost, int8 and champion rules from cfg.gate, one row each."""
-    candidate = Candidate(evaluation.metrics, exported.size_bytes / 1e6, latency_ms, exported.quantization)
+    """Absolute, per-class, bias, cost, int8 and champion rules from cfg.gate, one row each. The metric rules
+    judge the file that ships: with export.tta or export.quantize, model.onnx through onnxruntime."""
+    metrics, on = judged_metrics(cfg, prepared, evaluation, Path(exported.path))
+    candidate = Candidate(metrics, exported.size_bytes / 1e6, latency_ms, exported.quantization, on)
     return evaluate_gate(candidate, champion, cfg.gate)

@@ -24,6 +24,7 @@ from ml.mixup import MixUp
 from ml.onnx_eval import evaluate_on_split, onnx_probs, open_session
 from ml.quantize import quantize_classifier, quantize_onnx
 from ml.registry import Registry
+from ml.steps import judged_metrics
 from ml.storage import open_store, sha256_file
 from ml.tta import FlipTTA
 from tests.conftest import tiny_overrides
@@ -214,6 +215,22 @@ def test_int8_model_is_smaller_runs_and_stays_close_to_fp32(trained, mode):
     p8, p32 = onnx_probs(Path(q.path), images), onnx_probs(fp32, images)
     assert np.allclose(p8.sum(1), 1, atol=1e-5)  # softmax kept float
     assert np.abs(p8 - p32).max() < 0.15
+
+
+@pytest.mark.slow
+def test_gate_judges_the_model_that_ships(trained):
+    cfg, prepared, result, run_dir = trained
+    evaluation = evaluate_classifier(cfg, prepared, result, run_dir)
+    shipped = Path(quantize_classifier(cfg, prepared, export_classifier(cfg, prepared, result, run_dir / "ship")).path)
+    metrics, on = judged_metrics(cfg, prepared, evaluation, shipped)
+    assert on == "model.onnx as shipped (flip TTA, int8; onnxruntime)"
+    assert metrics["loss"] == evaluate_on_split(cfg, prepared, shipped)["loss"] != evaluation.metrics["loss"]
+    row = evaluate_gate(Candidate(metrics, measured_on=on), ChampionEval(None), GateConfig(min={"accuracy": 0})).rules[
+        0
+    ]
+    assert row.measured == metrics["accuracy"] and row.detail == on
+    plain = cfg.model_copy(update={"export": cfg.export.model_copy(update={"tta": False, "quantize": "none"})})
+    assert judged_metrics(plain, prepared, evaluation, shipped) == (evaluation.metrics, "")
 
 
 def test_static_quantisation_needs_calibration_images(tmp_path):
