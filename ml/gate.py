@@ -76,11 +76,17 @@ class ChampionEval:
         return asdict(self)
 
 
+ROUNDING = 1e-9  # metrics are ratios of counts: a difference this small is float noise, not a miss
+
+
 def _compare(name: str, op: str, threshold: float, measured: float | None, detail: str = "") -> RuleResult:
+    """`measured op threshold`, up to float rounding: 3 images of 300 is a drop of exactly 0.01, although
+    0.7267 - 0.7167 computes as 0.0100000000000002."""
     rule = f"{name} {op} {threshold:g}"
     if measured is None:
         return RuleResult(rule, threshold, None, False, detail or "not measured")
-    return RuleResult(rule, threshold, measured, measured >= threshold if op == ">=" else measured <= threshold, detail)
+    margin = measured - threshold if op == ">=" else threshold - measured
+    return RuleResult(rule, threshold, measured, margin >= -ROUNDING, detail)
 
 
 def absolute_rules(metrics: dict[str, Any], rules: GateConfig, detail: str = "") -> list[RuleResult]:

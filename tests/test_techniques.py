@@ -146,6 +146,8 @@ def test_quantized_drop_rule_fails_beyond_tolerance():
     [row] = quantization_rules(record, 0.01)
     assert not row.passed and row.measured == 0.03 and "0.9500 -> 0.9200" in row.detail
     assert quantization_rules({**record, "accuracy_drop": 0.01}, 0.01)[0].passed
+    assert quantization_rules({**record, "accuracy_drop": 218 / 300 - 215 / 300}, 0.01)[0].passed  # 3 of 300 images
+    assert not quantization_rules({**record, "accuracy_drop": 0.0101}, 0.01)[0].passed
     assert quantization_rules({**record, "accuracy_drop": -0.02}, 0.0)[0].passed  # int8 better: fine
     assert not quantization_rules(None, 0.01)[0].passed  # asked for but not measured
     assert quantization_rules(record, None) == []
