@@ -9,7 +9,7 @@ from ml.config import AugmentConfig
 
 
 def _affine(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]:
-    """Rotate / shift / zoom in one warp (constant 0 borders, or mirrored ones for pages)."""
+    """Rotate / shift / zoom in one warp (borders of aug.fill, or mirrored ones for pages)."""
     if not (aug.rotate or aug.shift or aug.scale):
         return []
     warp = A.Affine(
@@ -17,7 +17,7 @@ def _affine(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]:
         translate_percent=(-aug.shift, aug.shift),
         rotate=(-aug.rotate, aug.rotate),
         border_mode=border_mode,
-        fill=0,
+        fill=aug.fill,
         p=1.0,
     )
     return [warp]
@@ -28,16 +28,18 @@ def _flips(aug: AugmentConfig) -> list[A.BasicTransform]:
 
 
 def _distortions(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]:
-    """Warps (elastic, grid), then photometry (CLAHE, brightness/contrast, noise, blur), then occlusion."""
-    limit = aug.brightness_contrast
+    """Warps (elastic, grid), then photometry (channel shuffle, CLAHE, brightness/contrast, noise, blur), then
+    occlusion."""
+    limit, border = aug.brightness_contrast, {"border_mode": border_mode, "fill": aug.fill}
     candidates = [
-        (aug.elastic, lambda p: A.ElasticTransform(alpha=40, sigma=6, border_mode=border_mode, p=p)),
-        (aug.grid_distortion, lambda p: A.GridDistortion(num_steps=5, distort_limit=0.3, border_mode=border_mode, p=p)),
+        (aug.elastic, lambda p: A.ElasticTransform(alpha=40, sigma=6, **border, p=p)),
+        (aug.grid_distortion, lambda p: A.GridDistortion(num_steps=5, distort_limit=0.3, **border, p=p)),
+        (aug.channel_shuffle, lambda p: A.ChannelShuffle(p=p)),
         (aug.clahe, lambda p: A.CLAHE(clip_limit=2.0, p=p)),
         (0.5 if limit else 0.0, lambda p: A.RandomBrightnessContrast(limit, limit, p=p)),
         (aug.noise, lambda p: A.GaussNoise(std_range=(0.02, 0.08), p=p)),
         (aug.blur, lambda p: A.GaussianBlur(blur_limit=(3, 5), p=p)),
-        (aug.coarse_dropout, lambda p: A.CoarseDropout((1, 4), (0.05, 0.15), (0.05, 0.15), fill=0, p=p)),
+        (aug.coarse_dropout, lambda p: A.CoarseDropout((1, 4), (0.05, 0.15), (0.05, 0.15), fill=aug.fill, p=p)),
     ]
     return [make(p) for p, make in candidates if p]
 

@@ -124,7 +124,9 @@ class AugmentConfig(Section):
     clahe: float = Field(0.0, ge=0, le=1)  # local contrast equalisation (CLAHE)
     noise: float = Field(0.0, ge=0, le=1)  # Gaussian sensor noise
     blur: float = Field(0.0, ge=0, le=1)  # Gaussian blur (focus)
-    coarse_dropout: float = Field(0.0, ge=0, le=1)  # 1-4 black rectangles of 5-15% of the side (occlusion)
+    coarse_dropout: float = Field(0.0, ge=0, le=1)  # 1-4 rectangles of 5-15% of the side (occlusion)
+    channel_shuffle: float = Field(0.0, ge=0, le=1)  # permute RGB: for labels that do not depend on the hue
+    fill: int = Field(0, ge=0, le=255)  # the background the warps uncover and dropout paints (255: white paper)
 
 
 class ModelConfig(Section):

@@ -9,10 +9,10 @@ from ml.config import AugmentConfig
 
 ALL_ON = AugmentConfig(
     hflip=0.5, vflip=0.5, rotate=10, shift=0.1, scale=0.1, brightness_contrast=0.2,
-    elastic=1, grid_distortion=1, clahe=1, noise=1, blur=1, coarse_dropout=1,
+    elastic=1, grid_distortion=1, clahe=1, noise=1, blur=1, coarse_dropout=1, channel_shuffle=1,
 )  # fmt: skip
 NAMES = {"Affine", "HorizontalFlip", "VerticalFlip", "ElasticTransform", "GridDistortion", "CLAHE",
-         "RandomBrightnessContrast", "GaussNoise", "GaussianBlur", "CoarseDropout"}  # fmt: skip
+         "RandomBrightnessContrast", "GaussNoise", "GaussianBlur", "CoarseDropout", "ChannelShuffle"}  # fmt: skip
 
 
 def _names(compose) -> set[str]:
@@ -51,3 +51,25 @@ def test_the_same_seed_draws_the_same_augmentations():
     a, b, c = ([t(image=image)["image"] for _ in range(3)] for t in (first, second, other))
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, z) for x, z in zip(a, c, strict=True))
+
+
+def test_uncovered_borders_take_the_fill():
+    """Logos on white: a zoomed-out warp must uncover white paper, not black bands the model never sees."""
+    image = np.full((32, 32, 3), 255, np.uint8)
+    image[12:20, 12:20] = (200, 30, 30)
+    zoom_out = AugmentConfig(hflip=0, scale=0.4, coarse_dropout=1, fill=255)
+    outs = [build_transforms(zoom_out, 32, True, seed)(image=image)["image"] for seed in range(8)]
+    assert all(out[0].min() == 255 and out[-1].min() == 255 for out in outs)
+    black = [
+        build_transforms(zoom_out.model_copy(update={"fill": 0}), 32, True, s)(image=image)["image"] for s in range(8)
+    ]
+    assert any(out[0].min() == 0 for out in black)
+
+
+def test_channel_shuffle_permutes_colours_and_keeps_their_count():
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, :8] = (250, 120, 10)
+    shuffle = build_transforms(AugmentConfig(hflip=0, channel_shuffle=1), 16, True, seed=3)
+    outs = [shuffle(image=image)["image"] for _ in range(6)]
+    assert any(not np.array_equal(out, image) for out in outs)
+    assert all(sorted(out[0, 0]) == [10, 120, 250] and len(np.unique(out.reshape(-1, 3), axis=0)) == 2 for out in outs)
