@@ -24,6 +24,7 @@ from ml.data.prepare import PreparedData
 from ml.dataset import CropDataset, ImageDataset, load_resized, make_loader
 from ml.evaluate import accuracy_by, decided_metrics, decision_threshold, predict
 from ml.export import ExportResult, export_checked
+from ml.gate import scalar_metrics
 from ml.models import pick_device
 from ml.plots import confusion_png, curves_png
 from ml.thresholds import decide
@@ -96,8 +97,7 @@ class Evaluation:
         return decision_threshold(self.metrics)
 
     def scalars(self) -> dict[str, float | None]:
-        """The headline numbers (what gates and summaries show)."""
-        return {k: v for k, v in self.metrics.items() if isinstance(v, float | int | type(None)) and k != "n"}
+        return scalar_metrics(self.metrics)
 
     def to_dict(self) -> dict:
         return asdict(self)

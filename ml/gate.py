@@ -31,6 +31,8 @@ class RuleResult:
 @dataclass
 class GateReport:
     rules: list[RuleResult] = field(default_factory=list)
+    metrics: dict[str, float | None] = field(default_factory=dict)  # the scalar metrics the rules judged
+    measured_on: str = ""  # what scored them when not the plain checkpoint (Candidate.measured_on)
 
     @property
     def passed(self) -> bool:
@@ -48,7 +50,9 @@ class GateReport:
         return "passed" if self.passed else f"failed ({len(self.failed)}/{len(self.rules)} rules)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "verdict": self.verdict, "rules": [asdict(r) for r in self.rules]}
+        rules = [asdict(r) for r in self.rules]
+        judged = {"metrics": self.metrics, "measured_on": self.measured_on}
+        return {"passed": self.passed, "verdict": self.verdict, "rules": rules, **judged}
 
 
 @dataclass
@@ -175,7 +179,12 @@ def evaluate_gate(candidate: Candidate, champion: ChampionEval, rules: GateConfi
     rows += quantization_rules(candidate.quantization, rules.max_quantized_drop)
     if rules.champion.enabled:
         rows.append(champion_rule(champion, rules.champion))
-    return GateReport(rows)
+    return GateReport(rows, scalar_metrics(metrics), on)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The headline numbers of a metrics dict (no per-class tables, no counts): what gates and summaries show."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float | int | type(None)) and k != "n"}
 
 
 def should_promote(report: GateReport) -> bool:

@@ -227,10 +227,11 @@ def test_gate_judges_the_model_that_ships(trained):
     metrics, on = judged_metrics(cfg, prepared, evaluation, shipped)
     assert on == "model.onnx as shipped (flip TTA, int8; onnxruntime)"
     assert metrics["loss"] == evaluate_on_split(cfg, prepared, shipped)["loss"] != evaluation.metrics["loss"]
-    row = evaluate_gate(Candidate(metrics, measured_on=on), ChampionEval(None), GateConfig(min={"accuracy": 0})).rules[
-        0
-    ]
-    assert row.measured == metrics["accuracy"] and row.detail == on
+    report = evaluate_gate(Candidate(metrics, measured_on=on), ChampionEval(None), GateConfig(min={"accuracy": 0}))
+    assert report.rules[0].measured == metrics["accuracy"] and report.rules[0].detail == on
+    judged = report.to_dict()  # the summary and the version's metadata say what was judged, and on what
+    assert judged["measured_on"] == on and judged["metrics"]["accuracy"] == metrics["accuracy"]
+    assert "per_class" not in judged["metrics"]
     plain = cfg.model_copy(update={"export": cfg.export.model_copy(update={"tta": False, "quantize": "none"})})
     assert judged_metrics(plain, prepared, evaluation, shipped) == (evaluation.metrics, "")
 
