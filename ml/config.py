@@ -362,6 +362,11 @@ class ExportConfig(Section):
     # dynamic: int8 weights, activations quantized at run time; static: QDQ, activations calibrated on training images
     quantize: Literal["none", "dynamic", "static"] = "none"
     calibration_images: int = Field(64, ge=1)  # static: training images (seeded sample) fed to the calibrator
+    # static: activation ranges from the extremes seen (minmax), the 99.999th percentile of |x| (percentile: one
+    # outlier does not stretch the range) or the KL-optimal histogram cut (entropy)
+    calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    # leave the convolution(s) reading the image in fp32: a few kB of weights, often most of the int8 loss
+    first_conv_float: bool = False
 
 
 class StorageConfig(Section):

@@ -5,7 +5,9 @@
     python -m flows.retrain --preset demo --set export.quantize=static --set gate.max_quantized_drop=0.01
 
 dynamic: int8 weights, activations quantized at run time (ConvInteger / MatMulInteger). static: QDQ, int8 weights
-per channel and uint8 activations whose ranges come from `export.calibration_images` training images (min/max).
+per channel and uint8 activations whose ranges come from `export.calibration_images` training images
+(`export.calibration_method`: min/max, a percentile, or entropy). `export.first_conv_float` leaves the
+convolutions that read the image in fp32.
 The graph is pre-processed first (quant_pre_process: ONNX shape inference and fusions). Softmax stays float, so
 `probs` still sums to 1. Parity with torch no longer applies: both files are scored by ml.onnx_eval.evaluate_on_split
 (the champion's code: same split, same decision rule) and gate.max_quantized_drop bounds the accuracy lost. The
@@ -23,6 +25,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
+    CalibrationMethod,
     QuantFormat,
     QuantType,
     quant_pre_process,
@@ -38,6 +41,11 @@ from ml.onnx_eval import evaluate_on_split, to_input
 from ml.storage import sha256_file
 
 FLOAT_OPS = ("Softmax", "LogSoftmax", "ReduceLogSumExp")  # the probability head (and TTA's averaging) stays float
+CALIBRATION = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
 
 
 class ImageCalibration(CalibrationDataReader):
@@ -51,33 +59,55 @@ class ImageCalibration(CalibrationDataReader):
 
 
 def quantize_onnx(
-    src: Path, dst: Path, mode: Literal["dynamic", "static"], calibration: np.ndarray | None = None
+    src: Path,
+    dst: Path,
+    mode: Literal["dynamic", "static"],
+    calibration: np.ndarray | None = None,
+    method: Literal["minmax", "percentile", "entropy"] = "minmax",
+    first_conv_float: bool = False,
 ) -> Path:
-    """Write the int8 model of `src` to `dst` atomically; static needs `calibration` (float32 N x C x H x W)."""
+    """Write the int8 model of `src` to `dst` atomically; static needs `calibration` (float32 N x C x H x W),
+    whose activation ranges `method` reads. `first_conv_float` leaves the convolutions that read the image in fp32."""
     if mode == "static" and (calibration is None or not len(calibration)):
         raise ValueError(f"{src}: static quantization needs calibration images")
     pre, tmp = dst.with_suffix(".pre.onnx"), dst.with_suffix(".onnx.tmp")
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        graph = onnx.load(str(pre)).graph
+        keep = [n.name for n in graph.node if n.op_type in FLOAT_OPS] + (first_convs(graph) if first_conv_float else [])
         if mode == "dynamic":
-            quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=keep)
         else:
-            graph = onnx.load(str(pre)).graph
             quantize_static(
                 str(pre),
                 str(tmp),
                 ImageCalibration(calibration, graph.input[0].name),
+                calibrate_method=CALIBRATION[method],
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=[n.name for n in graph.node if n.op_type in FLOAT_OPS],
+                nodes_to_exclude=keep,
             )
         os.replace(tmp, dst)
     finally:
         pre.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return dst
+
+
+def first_convs(graph: onnx.GraphProto) -> list[str]:
+    """Conv nodes with no Conv upstream: those that read the image (one per view in a flip-TTA graph). Their few
+    weights see raw pixels, where int8 loses the most accuracy for the least size."""
+    downstream_of_conv: set[str] = set()
+    found = []
+    for node in graph.node:  # ONNX keeps nodes in topological order
+        after_conv = any(name in downstream_of_conv for name in node.input)
+        if node.op_type == "Conv" and not after_conv:
+            found.append(node.name)
+        if after_conv or node.op_type == "Conv":
+            downstream_of_conv.update(node.output)
+    return found
 
 
 def calibration_images(cfg: RunConfig, prepared: PreparedData) -> np.ndarray:
@@ -106,11 +136,15 @@ def quantize_classifier(cfg: RunConfig, prepared: PreparedData, exported: Export
         raise ValueError("export.quantize=none: nothing to quantize")
     fp32 = Path(exported.path)
     calibration = calibration_images(cfg, prepared) if mode == "static" else None
-    int8 = quantize_onnx(fp32, fp32.with_name(f"{fp32.stem}-int8.onnx"), mode, calibration)
+    method = cfg.export.calibration_method
+    int8 = fp32.with_name(f"{fp32.stem}-int8.onnx")
+    quantize_onnx(fp32, int8, mode, calibration, method, cfg.export.first_conv_float)
     before, after = evaluate_on_split(cfg, prepared, fp32), evaluate_on_split(cfg, prepared, int8)
     record = {
         "mode": mode,
         "calibration_images": 0 if calibration is None else len(calibration),
+        "calibration_method": method if calibration is not None else None,
+        "first_conv_float": cfg.export.first_conv_float,
         "fp32": _scored(fp32, before),
         "int8": _scored(int8, after),
         "accuracy_drop": before["accuracy"] - after["accuracy"],  # > 0: int8 is worse

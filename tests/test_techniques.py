@@ -208,6 +208,7 @@ def test_int8_model_is_smaller_runs_and_stays_close_to_fp32(trained, mode):
     assert q.size_bytes == record["int8"]["size_bytes"] < 0.5 * record["fp32"]["size_bytes"]
     assert q.tta == ["hflip", "vflip"] and q.outputs == exported.outputs
     assert record["calibration_images"] == (24 if mode == "static" else 0)
+    assert record["calibration_method"] == ("minmax" if mode == "static" else None)
     assert record["int8"]["accuracy"] == evaluate_on_split(cfg, prepared, Path(q.path))["accuracy"]
     assert record["accuracy_drop"] == record["fp32"]["accuracy"] - record["int8"]["accuracy"]
     assert abs(record["accuracy_drop"]) <= 1 / record["val_images"] + 1e-9  # at most one image of the tiny split
@@ -243,6 +244,49 @@ def test_static_quantisation_needs_calibration_images(tmp_path):
         quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", "static")
     assert not (tmp_path / "q.onnx").exists()
     quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", "static", np.random.rand(8, 3, 8, 8).astype(np.float32))
+    assert open_session(tmp_path / "q.onnx").get_outputs()[1].name == "probs"
+
+
+def _input_scale(path: Path) -> float:
+    """The int8 step of the first quantized activation (the flattened image)."""
+    graph = onnx.load(str(path)).graph
+    node = next(n for n in graph.node if n.op_type == "QuantizeLinear")
+    [scale] = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name == node.input[1]]
+    return float(scale)
+
+
+def test_calibration_method_sets_how_far_one_outlier_stretches_the_ranges(tmp_path):
+    """minmax stretches the input's int8 range to one stray pixel; percentile (99.999th of |x|) drops it, so the
+    other 196,607 values keep their resolution."""
+    export_checked(_lopsided(), torch.rand(2, 3, 8, 8), tmp_path / "m.onnx", 17, 1e-4)
+    images = np.random.default_rng(0).random((1024, 3, 8, 8), dtype=np.float32)
+    images[0, 0, 0, 0] = 50.0
+    scale = {m: _input_scale(quantize_onnx(tmp_path / "m.onnx", tmp_path / f"{m}.onnx", "static", images, m))
+             for m in ("minmax", "percentile", "entropy")}  # fmt: skip
+    assert scale["minmax"] == pytest.approx(50 / 255, rel=1e-3)
+    assert scale["percentile"] == pytest.approx(1 / 255, rel=0.05)
+    assert scale["entropy"] <= scale["minmax"]
+
+
+@pytest.mark.parametrize("tta", [[], ["hflip", "vflip"]])
+def test_first_conv_float_keeps_the_convolutions_reading_the_image_in_fp32(tmp_path, tta):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    export_checked(
+        FlipTTA(net.eval(), tta) if tta else net.eval(), torch.rand(2, 3, 8, 8), tmp_path / "m.onnx", 17, 1e-4
+    )
+    images = np.random.default_rng(0).random((16, 3, 8, 8), dtype=np.float32)
+
+    def float_convs(first_conv_float: bool) -> int:
+        """Conv nodes whose weight is a plain initializer, not the output of a DequantizeLinear."""
+        out = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", "static", images, "minmax", first_conv_float)
+        graph = onnx.load(str(out)).graph
+        weights = {i.name for i in graph.initializer}
+        return sum(n.op_type == "Conv" and n.input[1] in weights for n in graph.node)
+
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(tmp_path / "m.onnx")).graph.node)
+    assert float_convs(False) == 0
+    assert float_convs(True) == convs // 2  # one image-reading conv per view, the second conv of each is int8
     assert open_session(tmp_path / "q.onnx").get_outputs()[1].name == "probs"
 
 
