@@ -93,6 +93,23 @@ def _scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int
     return None, False
 
 
+def fit_schedule_to_budget(
+    sched: Any, steps_per_epoch: int, planned: int, done: int, left_s: float, epoch_s: float
+) -> int:
+    """How many epochs the time budget holds (the one crossing it included, at least those done, at most the
+    planned ones); a per-batch cosine or OneCycle schedule is shortened to end there, so a run the budget cuts
+    short still anneals instead of stopping at a high learning rate."""
+    fits = max(done, min(planned, done + math.ceil(max(left_s, 0.0) / max(epoch_s, 1e-9))))
+    old, new = planned * steps_per_epoch, fits * steps_per_epoch
+    if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+        sched.T_max = new  # the recursive form telescopes to eta_min at the new T_max from wherever it is
+    elif isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+        sched.total_steps = new
+        for phase in sched._schedule_phases:  # torch keeps no public setter; phase ends scale with the length
+            phase["end_step"] = (phase["end_step"] + 1) * new / old - 1
+    return fits
+
+
 def _resumed_schedule(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     """Progress from the checkpoint, length from the current config (a resumed run may have more epochs)."""
     length_keys = ("total_steps", "T_max", "_schedule_phases")
@@ -204,7 +221,8 @@ def fit(
         (criterion, validate), sampler, mix = objective, None, None
     train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched, per_step = _scheduler(tc, opt, max(1, math.ceil(len(train_loader) / tc.accumulate)))
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / tc.accumulate))
+    sched, per_step = _scheduler(tc, opt, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
     evaluated = model if ema is None else ema.module  # what is validated, checkpointed as best, and exported
@@ -227,6 +245,7 @@ def fit(
         log.info("resuming %s after epoch %d", last_path, resumed_from)
 
     stopped_early = state["bad_epochs"] >= (tc.early_stopping or 10**9)
+    last_epoch = tc.epochs  # the time budget may bring it forward after the first epoch
     for epoch in range(state["epoch"] + 1, tc.epochs + 1):
         if stopped_early:
             break
@@ -268,7 +287,13 @@ def fit(
         else:
             state["bad_epochs"] += 1
         stopped_early = bool(tc.early_stopping) and state["bad_epochs"] >= tc.early_stopping
-        if tc.time_budget_min and time.perf_counter() - start > 60 * tc.time_budget_min:
+        if tc.time_budget_min and epoch == (resumed_from or 0) + 1:
+            left = 60 * tc.time_budget_min - (time.perf_counter() - start)
+            sized = sched if per_step else None
+            last_epoch = fit_schedule_to_budget(sized, steps_per_epoch, tc.epochs, epoch, left, row["seconds"])
+            log.info("time budget of %.1f min holds %d of %d epochs", tc.time_budget_min, last_epoch, tc.epochs)
+        over_budget = tc.time_budget_min and time.perf_counter() - start > 60 * tc.time_budget_min
+        if (over_budget or epoch >= last_epoch) and epoch < tc.epochs:
             log.info("time budget of %.1f min used after epoch %d: stopping", tc.time_budget_min, epoch)
             stopped_early = True
         save_checkpoint(

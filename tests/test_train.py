@@ -9,7 +9,7 @@ from ml.checkpoint import load_checkpoint
 from ml.classifier import datasets
 from ml.config import load_config
 from ml.data.prepare import prepare_dataset
-from ml.train import class_weights, fit
+from ml.train import class_weights, fit, fit_schedule_to_budget
 from tests.conftest import tiny_overrides
 
 
@@ -89,6 +89,40 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     train_ds, val_ds = datasets(cfg, prepared)
     result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
     assert result.stopped_early and result.epochs_run == 1 and Path(result.best_checkpoint).exists()
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "onecycle"])
+def test_a_budget_that_holds_fewer_epochs_shortens_the_schedule_to_end_annealed(kind):
+    """20 epochs planned, 10 steps each; after epoch 1 (60 s) the 300 s left hold 5 more: the schedule ends at
+    epoch 6 at its final rate, not at epoch 6 of 20 near the peak."""
+    opt = _optimizer()
+    if kind == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=200)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert fit_schedule_to_budget(sched, 10, planned=20, done=1, left_s=300, epoch_s=60) == 6
+    rates = []  # the rate each of the remaining 50 batches trains at
+    for _ in range(50):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[-1] < 1e-4 < 0.01 < max(rates)  # unshortened, batch 60 of 200 trains near the peak (0.08-0.1)
+
+
+def test_budget_counts_the_epoch_that_crosses_it_and_never_more_than_planned_or_less_than_done():
+    assert fit_schedule_to_budget(None, 10, planned=20, done=1, left_s=250, epoch_s=60) == 6  # 4.2 -> 5 more
+    assert fit_schedule_to_budget(None, 10, planned=3, done=1, left_s=1e6, epoch_s=60) == 3
+    assert fit_schedule_to_budget(None, 10, planned=20, done=4, left_s=-30, epoch_s=60) == 4
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=200)
+    assert fit_schedule_to_budget(cosine, 10, planned=20, done=1, left_s=1e6, epoch_s=60) == 20
+    assert cosine.T_max == 200  # the budget holds every epoch: the schedule is left alone
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "plateau"])
