@@ -152,7 +152,8 @@ class TrainConfig(Section):
     class_weights: Literal["none", "balanced"] = "none"
     sampler: Literal["shuffle", "weighted"] = "shuffle"  # weighted: classes drawn equally often (inverse frequency)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs without improvement
-    time_budget_min: float | None = Field(None, gt=0)  # stop after the epoch that crosses this budget
+    # stop after the epoch that crosses this budget; cosine/OneCycle are shortened to end there
+    time_budget_min: float | None = Field(None, gt=0)
     # segment: f1, iou or loss; auroc: threshold-free, for binary models whose threshold is set after (eval.decision)
     monitor: Literal["macro_f1", "accuracy", "auroc", "f1", "iou", "loss"] = "macro_f1"
     grad_clip: float | None = Field(None, gt=0)
