@@ -10,8 +10,10 @@ is the train task's run time as Prefect recorded it. Goal: ratio <= 1.10. Prints
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -19,7 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="visionflow-bench-"))
+if "PREFECT_HOME" not in os.environ:  # a scratch Prefect database, removed at exit
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-bench-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import torch  # noqa: E402
@@ -85,6 +89,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="visionflow-overhead-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     overrides = {
         "data.root": str(tmp / "data"),
         "data.synthetic.per_class": args.per_class,

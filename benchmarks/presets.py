@@ -12,9 +12,11 @@ training images/s, ONNX latency and size, gate verdict, and the machine it ran o
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -22,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="visionflow-bench-"))
+if "PREFECT_HOME" not in os.environ:  # a scratch Prefect database, removed at exit
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-bench-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import numpy as np  # noqa: E402

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 # Before anything imports prefect: never share the user's Prefect database or send analytics.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)  # after the harness has stopped
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 # ml/ loggers log outside flows too (tests call ml functions directly): not a reason to warn (warnings are errors)
