@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = run_parser(__doc__).parse_args(argv)
     overrides = overrides_of(args)
     cfg = resolve_or_exit(args.preset, overrides)
-    if cfg.data.synthetic is None:
-        print(f"the demo needs a preset with data.synthetic (generated images); {args.preset!r} has none")
+    if cfg.model.task != "classify" or cfg.data.synthetic is None or cfg.data.synthetic.kind != "shapes":
+        print(f"the demo needs a classifier on generated shapes (data.synthetic.kind=shapes); {args.preset!r} is not")
         return 2
     sets = [f"--set={item}" for item in args.overrides] + (["--store", args.store] if args.store else [])
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if monitor_main(["--model", cfg.name, "--window", "1d", "--store", cfg.storage.uri]) != 0:
         return 1
 
-    pool = cfg.storage.workdir.parent / "pool" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    # under pool/<model>/: the pool the scheduled select-for-labeling/<model> deployment reads (recursively)
+    pool = cfg.storage.workdir.parent / "pool" / cfg.name / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     make_shapes_dataset(
         pool, cfg.data.synthetic.model_copy(update={"seed": cfg.data.synthetic.seed + 2, "per_class": 50})
     )

@@ -36,7 +36,7 @@ from ml.data.prepare import PreparedData
 from ml.inference import local_images
 from ml.labelstudio import brush_result, choices_result, label_config, labelstudio_task
 from ml.onnx_eval import open_session
-from ml.pool import PoolFiles, Segmenter, decode, is_segmenter, scored_pool, thumbnail
+from ml.pool import PoolFiles, Segmenter, decode, scored_pool, thumbnail
 from ml.reference import Production
 from ml.selection import Shortlist
 from ml.storage import ArtifactStore, sha256_file
@@ -192,7 +192,7 @@ def write_batch(
     """tasks.json and label_config.xml, then selection.csv (the commit point); their URLs and the shown rows."""
     prefix = batch_prefix(production.model, batch)
     made = _tasks(production, chosen, files, lab, workers, batch)
-    kind, control = ("segment", lab.brush_name) if is_segmenter(production) else ("classify", lab.choices_name)
+    kind, control = ("segment", lab.brush_name) if production.is_segmenter else ("classify", lab.choices_name)
     store.put_bytes(prefix + TASKS_FILE, json.dumps([task for task, _ in made], indent=1).encode())
     store.put_bytes(prefix + CONFIG_FILE, label_config(kind, production.classes, lab.image_name, control).encode())
     selection = pd.DataFrame(
@@ -218,7 +218,7 @@ def _tasks(
     production: Production, chosen: pd.DataFrame, files: PoolFiles, lab: LabelingConfig, workers: int, batch: str
 ) -> list[tuple[dict[str, Any], str]]:
     """Each chosen image's Label Studio task, the model's guess attached, and its thumbnail (base64 PNG)."""
-    seg = Segmenter.of(production) if is_segmenter(production) else None
+    seg = Segmenter.of(production) if production.is_segmenter else None
     predict = onnx_predictor(open_session(Path(production.onnx))) if seg else None
 
     def one(row: Any) -> tuple[dict[str, Any], str]:

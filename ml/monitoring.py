@@ -207,10 +207,12 @@ def check_window(
     """Drift and live metrics of the last `mon.window` of the production version's log; report saved in the store
     under reports/monitor/<model>/<run>/. `labels` (path,label) adds ground truth to the logged rows."""
     if production.reference is None:
-        raise ValueError(
-            f"{production.model} {production.version} has no reference.parquet: it was published "
-            "before drift monitoring existed; retrain to create one"
+        why = (
+            "segmenters (model.task=segment) are scored and picked for labeling, not drift-monitored"
+            if production.is_segmenter
+            else "it was published before drift monitoring existed; retrain to create one"
         )
+        raise ValueError(f"{production.model} {production.version} has no reference.parquet: {why}")
     since = now - parse_window(mon.window)
     window = read_window(store, production.model, since)
     mine = window[window["model_version"] == production.version] if len(window) else window

@@ -44,10 +44,6 @@ from ml.uncertainty import pixel_uncertainty
 THUMBNAIL_PX, DESCRIPTOR_PX = 64, 8
 
 
-def is_segmenter(production: Production) -> bool:
-    return production.config.get("model", {}).get("task") == "segment"
-
-
 def decode(data: bytes, channels: int) -> np.ndarray:
     """H x W x C uint8, converted as training converts (ml.data.layouts.to_array)."""
     with Image.open(io.BytesIO(data)) as im:
@@ -111,6 +107,16 @@ def segment_stream(
             yield pd.DataFrame(list(pool.map(row, chunk)))
 
 
+def prediction_rows(
+    production: Production, items: Iterable[ImageItem], band: tuple[float, float], batch_size: int, workers: int
+) -> Iterator[pd.DataFrame]:
+    """What flows.score logs for any production model: a classifier's ml.inference columns, or a segmenter's
+    pixel uncertainty (unsure pixels: foreground probability inside `band`), size and thumbnail descriptor."""
+    if production.is_segmenter:
+        return segment_stream(Segmenter.of(production), items, band, batch_size, workers)
+    return score_stream(production.classifier(), items, batch_size, workers)
+
+
 def _hashing(items: Iterable[ImageItem], digests: dict[str, str]) -> Iterator[ImageItem]:
     """The same items, each noting its content's sha256 in `digests` when it is read."""
     for item in items:
@@ -128,8 +134,8 @@ def scored_pool(
 ) -> Iterator[pd.DataFrame]:
     """The pool's rows, batch by batch: ml.inference columns (+ uncertain_share for segmenters) and sha256."""
     items = image_source(pool, production.classes, endpoint_url)
-    if is_segmenter(production):
-        yield from segment_stream(Segmenter.of(production), items, lab.uncertain_band, mon.batch_size, mon.workers)
+    if production.is_segmenter:
+        yield from prediction_rows(production, items, lab.uncertain_band, mon.batch_size, mon.workers)
         return
     digests: dict[str, str] = {}
     for frame in score_stream(production.classifier(), _hashing(items, digests), mon.batch_size, mon.workers):

@@ -25,6 +25,7 @@ from ml.config import RunConfig
 from ml.data.layouts import load_image
 from ml.data.prepare import PreparedData
 from ml.inference import ImageItem, OnnxClassifier, Projection, score_stream
+from ml.onnx_eval import IncompatibleModel
 from ml.registry import MODEL_FILE, PRODUCTION, Registry, RegistryError
 from ml.storage import sha256_file
 
@@ -131,7 +132,16 @@ class Production:
     config: dict[str, Any]  # the version's resolved RunConfig (as saved)
     threshold: float | None = None  # a binary model's decision threshold (eval.decision); None: argmax
 
+    @property
+    def is_segmenter(self) -> bool:
+        return self.config.get("model", {}).get("task") == "segment"
+
     def classifier(self, threads: int = 0) -> OnnxClassifier:
+        if self.image_size is None:
+            raise IncompatibleModel(
+                f"{self.model} {self.version} is a segmenter (model.task=segment), not a classifier: "
+                "score it with ml.pool.prediction_rows"
+            )
         projection = Projection.load(Path(self.projection)) if self.projection else None
         return OnnxClassifier(
             Path(self.onnx), self.classes, self.image_size, self.channels, projection, threads, self.threshold

@@ -15,10 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from ml.config import RunConfig
+from ml.config import LabelingConfig, RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
-from ml.inference import image_source, score_stream
+from ml.inference import image_source
 from ml.monitoring import (
     LogWritten,
     MonitorCheck,
@@ -29,6 +29,7 @@ from ml.monitoring import (
     retrain_marker,
     write_log,
 )
+from ml.pool import prediction_rows
 from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
 from ml.registry import Registry
 from ml.storage import open_store
@@ -58,11 +59,12 @@ def fetch_production(model: str, store: str, cache_dir: Path) -> Production:
 
 @task(name="score-images", cache_policy=NO_CACHE)
 def score_images(production: Production, source: str, store: str, overrides: dict[str, Any], run: str) -> LogWritten:
-    """Stream the source through the model into the prediction log; unreadable files become rows, not errors."""
+    """Stream the source through the model into the prediction log; unreadable files become rows, not errors.
+    A segmenter's rows are its pixel uncertainty, unsure pixels being those in the version's labeling band."""
     mon, _ = monitor_settings(production.config, overrides)
-    frames = score_stream(
-        production.classifier(), image_source(source, production.classes), mon.batch_size, mon.workers
-    )
+    band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
+    items = image_source(source, production.classes)
+    frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
     written = write_log(open_store(store), production.model, production.version, run, source, frames, mon.chunk_rows)
     get_run_logger().info(
         "%d images scored in %.1f s (%d unreadable) -> %d parquet part(s)",

@@ -20,6 +20,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from pydantic import ValidationError
 
+from flows.monitor import main as monitor_main
+from flows.score import main as score_main
 from flows.select_for_labeling import main as select_main
 from flows.select_for_labeling import select_for_labeling
 from ml.classifier import export_classifier, train_classifier
@@ -31,6 +33,7 @@ from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
 from ml.labeling import labeling_settings, labels_from_batches, select_batch
 from ml.labelstudio import mask_to_rle, rle_to_mask
+from ml.monitoring import read_window
 from ml.onnx_eval import open_session
 from ml.pool import PoolFiles, Segmenter, decode
 from ml.publish import model_input, publish_version, version_metadata
@@ -354,6 +357,26 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
         open_store(store), production, str(pool / "images"), lab.model_copy(update={"strategy": "diversity"}), mon, "b2"
     )
     assert (diverse.selected, diverse.known) == (3, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_segmenter_is_scored_into_the_prediction_log_and_not_drift_monitored(segmenter, tmp_path, capsys):
+    pool = make_pages_dataset(tmp_path / "pages", segmenter.cfg.data.synthetic.model_copy(update={"seed": 6}))
+    (pool / "images" / "broken.png").write_bytes(b"not a png")
+    store = f"file://{tmp_path / 'store'}"
+    shutil.copytree(segmenter.tmp / "store", tmp_path / "store")
+    args = ["--model", segmenter.cfg.name, "--store", store, "--cache-dir", str(tmp_path / "cache")]
+    assert score_main([*args, "--source", str(pool / "images")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == 7
+    log = read_window(open_store(store), segmenter.cfg.name, pd.Timestamp(0, tz="UTC"))
+    readable = log[log["readable"]]
+    assert len(readable) == 6 and readable["uncertain_share"].between(0, 1).all()
+    assert (readable["pred"] == "foreground").all() and (readable["width"] > 0).all()
+    assert "cannot decode" in log.loc[~log["readable"], "error"].iloc[0]
+    assert monitor_main(args) == 1
+    assert "not drift-monitored" in capsys.readouterr().out
 
 
 # ---- closing the loop
