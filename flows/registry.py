@@ -1,9 +1,10 @@
 """The model registry for people: list versions, show one, promote, roll back.
 
     python -m flows.registry list demo
-    python -m flows.registry show demo [VERSION]              # metadata.json (default: production's version)
-    python -m flows.registry promote demo VERSION [--force]   # --force: even if its gate failed
-    python -m flows.registry rollback demo [VERSION]          # default: back to production's `previous`
+    python -m flows.registry show demo [VERSION]                # metadata.json (default: production's version)
+    python -m flows.registry promote demo VERSION [--force]     # --force: even if its gate failed
+    python -m flows.registry rollback demo [VERSION] [--force]  # default: `previous`, the production version
+                                                                # before, never one it was rolled back from
     python -m flows.registry list demo --store s3://bucket/prefix [--endpoint-url http://127.0.0.1:9000]
 
 Moves of `production` are conditional on the alias not changing between read and write (as in the flow), so a
@@ -18,7 +19,7 @@ import sys
 from typing import Any
 
 from ml.config import DEFAULT_STORE
-from ml.registry import PRODUCTION, AliasConflict, Registry, RegistryError
+from ml.registry import PRODUCTION, AliasConflict, Registry, RegistryError, alias_history, check_gate
 from ml.storage import ObjectNotFound, open_store
 
 HEADLINE = ("accuracy", "macro_f1")
@@ -29,9 +30,12 @@ def _fmt(value: Any) -> str:
 
 
 def list_versions(registry: Registry, model: str) -> list[dict[str, str]]:
-    """One row per complete version, oldest first, with the aliases `production` and `previous` marked."""
+    """One row per complete version, oldest first, marked `production`, `previous` (where a plain rollback goes)
+    and `rolled back from`."""
     alias = registry.get_alias(model, PRODUCTION) or {}
-    marks = {alias.get("previous"): "previous", alias.get("version"): PRODUCTION}
+    earlier = alias_history(alias)[-1:] if alias else []
+    marks = dict.fromkeys(earlier, "previous") | {alias.get("rolled_back_from"): "rolled back from"}
+    marks[alias.get("version")] = PRODUCTION
     rows = []
     for version in registry.versions(model):
         meta = registry.metadata(model, version)
@@ -59,17 +63,16 @@ def _table(rows: list[dict[str, str]]) -> str:
 
 def promote(registry: Registry, model: str, version: str, force: bool = False) -> str:
     """Move `production` to `version`; a version whose recorded gate failed needs force=True."""
-    gate = registry.metadata(model, version).get("gate") or {}
-    if not gate.get("passed", True) and not force:
-        raise RegistryError(f"{model} {version}: its gate {gate.get('verdict')}; pass --force to promote it anyway")
+    check_gate(model, version, registry.metadata(model, version), force, "promote")
     current = (registry.get_alias(model, PRODUCTION) or {}).get("version")
     moved = registry.promote(model, version, expected_version=current)
     return f"{model}@{PRODUCTION}: {current} -> {moved['version']}"
 
 
-def rollback(registry: Registry, model: str, version: str | None = None) -> str:
+def rollback(registry: Registry, model: str, version: str | None = None, force: bool = False) -> str:
+    """Move `production` back (see Registry.rollback); a target whose recorded gate failed needs force=True."""
     current = (registry.get_alias(model, PRODUCTION) or {}).get("version")
-    moved = registry.rollback(model, version)
+    moved = registry.rollback(model, version, force)
     return f"{model}@{PRODUCTION}: {current} -> {moved['version']} (rolled back)"
 
 
@@ -82,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"file://DIR or s3://bucket/prefix (default {DEFAULT_STORE})")
     p.add_argument("--endpoint-url", help="S3-compatible server (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
-    p.add_argument("--force", action="store_true", help="promote: even a version whose gate failed")
+    p.add_argument("--force", action="store_true", help="promote/rollback: even onto a version whose gate failed")
     return p
 
 
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> str:
         if not args.version:
             raise RegistryError("promote needs a VERSION (see `list`)")
         return promote(registry, args.model, args.version, args.force)
-    return rollback(registry, args.model, args.version)
+    return rollback(registry, args.model, args.version, args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,11 @@
 Layout (DESIGN.md section 4)::
 
     models/<model>/versions/<version>/model.onnx | metadata.json | report.md | plots/*.png | ...
-    models/<model>/aliases/<alias>.json        {version, sha256, promoted_at, previous}
+    models/<model>/aliases/<alias>.json        {version, sha256, promoted_at, previous, history[, rolled_back_from]}
+
+``previous`` is the version the alias pointed at just before; ``history`` the distinct earlier versions it
+pointed at, newest last, that a plain rollback may return to (a rollback drops the version it leaves, so a
+second rollback goes further back instead of forward again).
 
 Two commit points, so a crash never leaves a half-visible state:
 - a version exists once its ``metadata.json`` exists. ``publish`` writes it last, after every file is uploaded
@@ -61,6 +65,28 @@ def _name(kind: str, value: str) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def alias_history(record: dict[str, Any]) -> list[str]:
+    """Earlier versions of an alias record, newest last; a plain rollback goes to the last one. Records written
+    before ``history`` existed know only their ``previous``."""
+    return record.get("history", [record["previous"]] if record["previous"] else [])
+
+
+def _next_history(earlier: list[str], leaving: str | None, version: str, rollback: bool) -> list[str]:
+    """History after moving from ``leaving`` to ``version``: a promotion pushes ``leaving``, a rollback pops it
+    and everything after ``version``, so neither the version rolled back from nor later ones come back."""
+    if rollback:
+        return earlier[: earlier.index(version)] if version in earlier else earlier
+    kept = [v for v in earlier if v != version]
+    return kept + [leaving] if leaving else kept
+
+
+def check_gate(model: str, version: str, metadata: dict[str, Any], force: bool, action: str) -> None:
+    """Refuse to put a version whose recorded gate failed into production unless forced: a person overrides it."""
+    gate = metadata.get("gate") or {}
+    if not gate.get("passed", True) and not force:
+        raise RegistryError(f"{model} {version}: its gate {gate.get('verdict')}; pass --force to {action} it anyway")
 
 
 class Registry:
@@ -145,6 +171,12 @@ class Registry:
         concurrent move between our read and write is caught by the store's compare-and-swap. Both raise
         AliasConflict. Moving an alias to where it already points is a no-op that returns the current record.
         """
+        return self._move(model, alias, version, expected_version)
+
+    def _move(
+        self, model: str, alias: str, version: str, expected_version: str | None | Any, rollback: bool = False
+    ) -> dict:
+        """set_alias; ``rollback`` pops ``history`` back past ``version`` instead of pushing the current one."""
         key = self._alias_key(model, alias)
         sha = self.metadata(model, version)["onnx_sha256"]  # VersionNotFound (a ValueError) if incomplete
         found = self.store.read_versioned(key)
@@ -156,6 +188,9 @@ class Registry:
         if current and current_version == version:
             return current
         record = {"version": version, "sha256": sha, "promoted_at": _now(), "previous": current_version}
+        record["history"] = _next_history(alias_history(current) if current else [], current_version, version, rollback)
+        if rollback:
+            record["rolled_back_from"] = current_version
         try:
             self.store.write_if(key, json.dumps(record, indent=2).encode(), found[1] if found else None)
         except ConflictError as e:
@@ -165,12 +200,16 @@ class Registry:
     def promote(self, model: str, version: str, expected_version: str | None | Any = ANY) -> dict:
         return self.set_alias(model, PRODUCTION, version, expected_version)
 
-    def rollback(self, model: str, version: str | None = None) -> dict:
-        """Move production to ``version``, or back to the one it pointed at before (its ``previous``)."""
+    def rollback(self, model: str, version: str | None = None, force: bool = False) -> dict:
+        """Move production to ``version``, or back to the newest earlier production version it was not rolled
+        back from; a version whose gate failed needs ``force``, as for a promotion."""
         current = self.get_alias(model, PRODUCTION)
         if current is None:
             raise RegistryError(f"model {model!r} has no {PRODUCTION} alias to roll back (in {self.store.url()})")
-        target = version or current["previous"]
+        earlier = alias_history(current)
+        target = version or (earlier[-1] if earlier else None)
         if target is None:
-            raise RegistryError(f"model {model!r}: {PRODUCTION} ({current['version']}) has no previous version")
-        return self.set_alias(model, PRODUCTION, target, expected_version=current["version"])
+            left = f" (it was rolled back from {current['rolled_back_from']})" if "rolled_back_from" in current else ""
+            raise RegistryError(f"model {model!r}: {PRODUCTION} ({current['version']}) has no previous version{left}")
+        check_gate(model, target, self.metadata(model, target), force, "roll back to")
+        return self._move(model, PRODUCTION, target, current["version"], rollback=True)

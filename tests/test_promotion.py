@@ -91,7 +91,7 @@ def test_better_challenger_is_promoted_worse_is_not_and_rollback_restores(tmp_pa
     assert "metrics regressed against production" in regression_msg and "macro_f1: " in regression_msg
     assert not any("crashed" in t for t in receiver.texts())  # a failed gate is a verdict, not a crash
 
-    # people: list, then roll back to `previous`
+    # people: list, then roll back to `previous`, and not forward again
     assert registry_cli.main(["list", "demo", "--store", over["storage.uri"]]) == 0
     assert capsys.readouterr().out.startswith("version")
     rows = {r["version"]: r for r in registry_cli.list_versions(registry, "demo")}
@@ -101,9 +101,10 @@ def test_better_challenger_is_promoted_worse_is_not_and_rollback_restores(tmp_pa
     assert "its gate failed" in capsys.readouterr().err
     assert registry_cli.main(["rollback", "demo", "--store", over["storage.uri"]]) == 0
     assert registry.get_alias("demo", PRODUCTION)["version"] == useless
-    assert registry.get_alias("demo", PRODUCTION)["previous"] == better["version"]
-    assert registry_cli.main(["rollback", "demo", "--store", over["storage.uri"]]) == 0  # and forward again
-    assert registry.get_alias("demo", PRODUCTION)["version"] == better["version"]
+    assert registry.get_alias("demo", PRODUCTION)["rolled_back_from"] == better["version"]
+    assert registry_cli.main(["rollback", "demo", "--store", over["storage.uri"]]) == 1
+    assert f"has no previous version (it was rolled back from {better['version']})" in capsys.readouterr().err
+    assert registry.get_alias("demo", PRODUCTION)["version"] == useless
 
 
 def test_registry_cli_show_and_refusals(tmp_path: Path, capsys):
@@ -118,6 +119,21 @@ def test_registry_cli_show_and_refusals(tmp_path: Path, capsys):
     assert "has no previous version" in capsys.readouterr().err
     assert registry_cli.main(["promote", "demo", "no-such-version", "--store", uri]) == 1
     assert "no complete version 'no-such-version'" in capsys.readouterr().err
+
+
+def test_registry_cli_rollback_refuses_gate_failed_version_without_force(tmp_path: Path, capsys):
+    uri = f"file://{tmp_path}/store"
+    registry = Registry(open_store(uri))
+    onnx = {"model.onnx": _constant_onnx(tmp_path / "const.onnx")}
+    bad = registry.publish("demo", onnx, {"gate": {"passed": False, "verdict": "failed (1/2 rules)"}})
+    good = registry.publish("demo", onnx, {"gate": {"passed": True, "verdict": "passed"}})
+    registry.promote("demo", bad)  # forced in by someone earlier
+    registry.promote("demo", good)
+    assert registry_cli.main(["rollback", "demo", "--store", uri]) == 1
+    assert f"demo {bad}: its gate failed (1/2 rules); pass --force to roll back to it anyway" in capsys.readouterr().err
+    assert registry.get_alias("demo", PRODUCTION)["version"] == good
+    assert registry_cli.main(["rollback", "demo", bad, "--force", "--store", uri]) == 0
+    assert f"{good} -> {bad} (rolled back)" in capsys.readouterr().out
 
 
 def test_two_runs_finishing_together_cannot_both_promote(store_uri: str, tmp_path: Path):

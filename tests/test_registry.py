@@ -188,6 +188,34 @@ def test_promote_and_rollback(registry: Registry, tmp_path: Path) -> None:
     assert registry.rollback("clf", v3)["version"] == v3
 
 
+def test_successive_rollbacks_go_further_back_never_forward(registry: Registry, tmp_path: Path) -> None:
+    v1, v2, v3, v4 = (registry.publish("clf", _files(tmp_path / str(i), bytes([i])), {}) for i in range(4))
+    for version in (v1, v2, v3):
+        registry.promote("clf", version)
+    back = registry.rollback("clf")
+    assert (back["version"], back["rolled_back_from"]) == (v2, v3)
+    assert registry.rollback("clf")["version"] == v1  # not forward to v3, the version just rolled back from
+    with pytest.raises(RegistryError, match=f"'clf': production \\({v1}\\) has no previous version.*from {v2}"):
+        registry.rollback("clf")
+    assert registry.get_alias("clf", PRODUCTION)["version"] == v1
+    registry.promote("clf", v4)
+    assert registry.rollback("clf")["version"] == v1  # a promotion records the version it replaced again
+
+
+def test_rollback_onto_gate_failed_version_needs_force(registry: Registry, tmp_path: Path) -> None:
+    failed = {"gate": {"passed": False, "verdict": "failed (1/2 rules)"}}
+    v1 = registry.publish("clf", _files(tmp_path / "1", b"1"), failed)
+    v2 = registry.publish("clf", _files(tmp_path / "2", b"2"), {"gate": {"passed": True, "verdict": "passed"}})
+    registry.promote("clf", v1)  # the registry itself does not gate promotions; flows.registry promote does
+    registry.promote("clf", v2)
+    with pytest.raises(RegistryError, match=f"clf {v1}: its gate failed \\(1/2 rules\\); pass --force to roll back"):
+        registry.rollback("clf")
+    with pytest.raises(RegistryError, match="its gate failed"):
+        registry.rollback("clf", v1)
+    assert registry.get_alias("clf", PRODUCTION)["version"] == v2
+    assert registry.rollback("clf", force=True)["version"] == v1
+
+
 def test_version_ids_sort_by_creation() -> None:
     ids = [Registry.new_version_id() for _ in range(200)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
