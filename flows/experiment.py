@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
+from flows.cli import overrides_of, print_summary, resolve_or_exit, result_or_report, run_parser
 from ml.config import AugmentConfig, load_config
 from ml.stats import mean_ci
 from tasks.data import validate_data
@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = overrides_of(args)
     resolve_or_exit(args.preset, overrides)
-    result = experiment(args.preset, args.seeds, overrides, args.ablate)
+    state = experiment(args.preset, args.seeds, overrides, args.ablate, return_state=True)
+    result = result_or_report(state, "experiment", {"preset": args.preset})
+    if result is None:
+        return 1
     print(f"{'variant':<14} {'metric':<16} {'n':>2} {'mean':>8} {'std':>8}  95% CI")
     for r in result["summary"]:
         print(f"{r['variant']:<14} {r['metric']:<16} {r['n']:>2} {r['mean']:>8} {r['std']:>8}  {r['ci95']}")

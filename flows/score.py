@@ -53,12 +53,13 @@ def score(
     }
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    """--model, --store, --set and --cache-dir: the options scoring and monitoring share."""
+def parser(doc: str | None, sections: str = "monitor.* or alerts.*") -> argparse.ArgumentParser:
+    """--model, --store, --set (of `sections`) and --cache-dir: the options scoring, monitoring and selecting
+    for labeling share."""
     p = doc_parser(doc)
     p.add_argument("--model", required=True, help="the model's name in the registry (its `production` is used)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
-    add_set(p, "monitor.*, labeling.* or alerts.* override, repeatable")
+    add_set(p, f"{sections} override, repeatable")
     p.add_argument("--cache-dir", default=str(PRODUCTION_CACHE), help="where production versions are downloaded")
     return p
 

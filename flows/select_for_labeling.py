@@ -59,7 +59,7 @@ def select_for_labeling(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
+    p = parser(__doc__, "labeling.* or monitor.*")
     p.add_argument("--pool", required=True, help="folder, file://PATH or s3://BUCKET/PREFIX of unlabeled images")
     p.add_argument("--budget", type=int, help="images to select (default: the version's labeling.budget)")
     args = p.parse_args(argv)

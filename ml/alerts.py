@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ml.config import AlertConfig
+from ml.data.layouts import DatasetError
 from ml.gate import ChampionEval, GateReport, RuleResult, regressions
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,12 @@ ENV_WEBHOOK = "VISIONFLOW_ALERT_WEBHOOK"
 GATE_FAILED = "visionflow.gate.failed"
 METRIC_REGRESSED = "visionflow.metric.regressed"
 FLOW_CRASHED = "visionflow.flow.crashed"
+DATA_INVALID = "visionflow.data.invalid"
 _TITLES = {
     GATE_FAILED: "gate failed, not promoted",
     METRIC_REGRESSED: "metrics regressed against production",
     FLOW_CRASHED: "retrain flow crashed",
+    DATA_INVALID: "data broke a validation rule, nothing trained",
 }
 
 
@@ -40,7 +43,7 @@ class NotPromoted(RuntimeError):
 
 @dataclass
 class Alert:
-    event: str  # one of GATE_FAILED, METRIC_REGRESSED, FLOW_CRASHED
+    event: str  # one of GATE_FAILED, METRIC_REGRESSED, FLOW_CRASHED, DATA_INVALID
     model: str
     version: str | None  # the candidate (None: the run crashed before publishing one)
     problems: list[str]  # failed rules, regressed metrics, or the error
@@ -88,8 +91,10 @@ def run_alerts(
 
 
 def crash_alert(model: str, error: BaseException | str, run_url: str | None) -> Alert:
+    """DATA_INVALID when the data broke a rule (the data's owner must act), else FLOW_CRASHED."""
     problem = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-    return Alert(FLOW_CRASHED, model, None, [problem[:2000]], run_url)
+    event = DATA_INVALID if isinstance(error, DatasetError) else FLOW_CRASHED
+    return Alert(event, model, None, [problem[:2000]], run_url)
 
 
 def webhook_url(cfg: AlertConfig) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import cache
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml.config import IMAGE_PROPERTIES, MonitorConfig
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot  # evidently is imported lazily (_evidently)
 
 GROUPS = {"prediction": ["pred"], "confidence": ["confidence", "margin", "entropy"]}  # + image properties
 EMBEDDING = "embedding"
@@ -104,7 +107,9 @@ def _test_of(column: str, cfg: MonitorConfig) -> tuple[str, float]:
     return method, (own and own.threshold) or cfg.threshold
 
 
-def column_drift(reference: pd.DataFrame, current: pd.DataFrame, groups: dict[str, list[str]], cfg: MonitorConfig):
+def column_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, groups: dict[str, list[str]], cfg: MonitorConfig
+) -> list[dict[str, Any]]:
     """Evidently's drift test of every column: the same stattest and threshold its ValueDrift metric applies."""
     ev = _evidently()
     rows = []
@@ -154,7 +159,9 @@ def embedding_columns_of(reference: pd.DataFrame, current: pd.DataFrame) -> list
     return [c for c in reference.columns if c.startswith("emb_") and c in current]
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult, shown_components: int = 4):
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult, shown_components: int = 4
+) -> Snapshot:
     """The Evidently report (snapshot: .save_html) of `result`'s column tests on the same rows, plus the
     distributions of the first embedding components (shown, not tested: the verdict is the classifier's)."""
     ev = _evidently()

@@ -94,7 +94,8 @@ def parse_window(text: str) -> timedelta:
 
 def monitor_settings(version_config: dict[str, Any], overrides: dict[str, Any]) -> tuple[MonitorConfig, AlertConfig]:
     """The version's saved `monitor` section with `monitor.*` / `alerts.*` overrides (pydantic-validated)."""
-    merged = apply_overrides({"monitor": version_config.get("monitor", {}), "alerts": {}}, overrides)
+    saved = {"monitor": version_config.get("monitor", {}), "alerts": version_config.get("alerts", {})}
+    merged = apply_overrides(saved, overrides)
     if unknown := sorted(set(merged) - {"monitor", "alerts"}):
         raise ValueError(f"overrides {unknown}: only monitor.* and alerts.* apply to scoring and monitoring")
     return MonitorConfig.model_validate(merged["monitor"]), AlertConfig.model_validate(merged["alerts"])

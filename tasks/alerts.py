@@ -1,7 +1,8 @@
 """Alert tasks: a Prefect event per alert (automations react to it), plus the webhook message of ml.alerts.
 
-Events: visionflow.gate.failed, visionflow.metric.regressed, visionflow.flow.crashed, each about the resource
-`visionflow.model.<name>`, payload = ml.alerts.Alert.payload() (model, version, problems, run_url, text).
+Events, each about the resource `visionflow.model.<name>`, payload = ml.alerts.Alert.payload() (model, version,
+problems, run_url, text): retrain's visionflow.gate.failed, visionflow.metric.regressed, visionflow.data.invalid
+and visionflow.flow.crashed; the monitor's visionflow.drift.detected and visionflow.live_metric.dropped.
 deployments/automations/gate-failed.yaml turns them into a notification on a Prefect server.
 """
 
@@ -45,7 +46,8 @@ def send_alerts(cfg: RunConfig, version: str, gate: GateReport, champion: Champi
 
 
 def alert_on_crash(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook (on_failure, on_crashed): anything but a NotPromoted verdict -> visionflow.flow.crashed.
+    """Flow hook (on_failure, on_crashed): bad data -> visionflow.data.invalid; anything else but a NotPromoted
+    verdict -> visionflow.flow.crashed.
 
     The flow's own parameters (preset, overrides) give the model name and the webhook; a config that does not
     load (the crash itself, maybe) falls back to the preset's name and $VISIONFLOW_ALERT_WEBHOOK.

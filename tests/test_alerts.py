@@ -20,8 +20,19 @@ import pytest
 from prefect import flow
 
 from flows.retrain import retrain
-from ml.alerts import ENV_WEBHOOK, GATE_FAILED, METRIC_REGRESSED, post_json, run_alerts, webhook_url
+from ml.alerts import (
+    DATA_INVALID,
+    ENV_WEBHOOK,
+    FLOW_CRASHED,
+    GATE_FAILED,
+    METRIC_REGRESSED,
+    crash_alert,
+    post_json,
+    run_alerts,
+    webhook_url,
+)
 from ml.config import AlertConfig, RunConfig, load_config
+from ml.data.layouts import DatasetError
 from ml.gate import ChampionEval, GateReport, RuleResult
 from tasks.alerts import send_alerts
 from tests.conftest import tiny_overrides
@@ -155,14 +166,20 @@ def test_flow_completes_when_the_webhook_is_down(tmp_path: Path, caplog: pytest.
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_crashing_retrain_sends_a_crash_alert(tmp_path: Path, receiver: Receiver):
+def test_a_retrain_stopped_by_its_data_sends_a_data_alert(tmp_path: Path, receiver: Receiver):
     (tmp_path / "data").mkdir()  # exists, so nothing is generated: an empty dataset stops the run
     over = tiny_overrides(tmp_path, **{"alerts.webhook_url": receiver.url + "/crash"})
     state = retrain("demo", over, return_state=True)
     assert state.is_failed()
     (text,) = receiver.texts("/crash")
-    assert "*demo*: retrain flow crashed" in text and "version: none published" in text
+    assert "*demo*: data broke a validation rule, nothing trained" in text and "version: none published" in text
     assert str(tmp_path / "data") in text  # the error says what broke
+
+
+def test_crash_alert_tells_bad_data_from_a_crash():
+    assert crash_alert("demo", DatasetError("data/x.png: not an image"), None).event == DATA_INVALID
+    crashed = crash_alert("demo", RuntimeError("CUDA out of memory"), None)
+    assert crashed.event == FLOW_CRASHED and "retrain flow crashed" in crashed.text()
 
 
 # --- a real Prefect server: the automation of deployments/automations/ turns our events into a webhook call ----
@@ -228,13 +245,17 @@ import sys
 from prefect import flow
 from ml.config import load_config
 from ml.gate import ChampionEval, GateReport, RuleResult
-from tasks.alerts import send_alerts
+from ml.monitoring import DRIFT_DETECTED, MonitorAlert
+from tasks.alerts import dispatch, flow_run_url, send_alerts
 
 @flow
 def alerting(url: str) -> list[str]:
     gate = GateReport([RuleResult("accuracy >= 1.01", 1.01, 0.5, False)])
     champion = ChampionEval("v0", {"accuracy": 0.5}, {"accuracy": 0.9}, 8)
-    return send_alerts(load_config("demo", {"alerts.webhook_url": url}), "v1", gate, champion)
+    cfg = load_config("demo", {"alerts.webhook_url": url})
+    drift = MonitorAlert(DRIFT_DETECTED, "demo", "v0", ["image: brightness"], flow_run_url(), title="drift (image)")
+    dispatch(drift, cfg.alerts)  # what the monitor flow sends
+    return send_alerts(cfg, "v1", gate, champion)
 
 print(alerting(sys.argv[1]))
 """
@@ -272,8 +293,9 @@ def test_automation_file_is_accepted_and_turns_events_into_a_webhook(
     assert "Created automation 'visionflow-alerts'" in created
 
     run(sys.executable, "-c", EMIT, receiver.url + "/direct")  # a flow run on the server alerts twice
-    receiver.wait_for(4, timeout=30)
+    receiver.wait_for(6, timeout=30)
     direct, via_automation = receiver.texts("/direct"), receiver.texts("/automation")
-    assert len(direct) == 2 and sorted(via_automation) == sorted(direct)  # same text, both ways
+    assert len(direct) == 3 and sorted(via_automation) == sorted(direct)  # same text, both ways
     assert any("gate failed" in t for t in direct) and any("regressed" in t for t in direct)
+    assert any("drift (image)" in t for t in direct)
     assert all(f"run: {prefect_server['PREFECT_API_URL'].removesuffix('/api')}/runs/flow-run/" in t for t in direct)
