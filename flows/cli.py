@@ -14,7 +14,7 @@ from typing import Any
 from prefect.states import State
 from pydantic import ValidationError
 
-from ml.config import RunConfig, load_config, parse_override
+from ml.config import DEFAULT_STORE, RunConfig, load_config, parse_override
 
 
 def doc_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -29,6 +29,12 @@ def doc_parser(doc: str | None) -> argparse.ArgumentParser:
 def add_set(p: argparse.ArgumentParser, help: str) -> None:
     """--set KEY=VALUE, repeatable, collected in `overrides`."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_store(p: argparse.ArgumentParser) -> None:
+    """--store and --endpoint-url: where the registry and logs are, for flows that take no preset."""
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
+    p.add_argument("--endpoint-url", help="S3-compatible server (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
 
 
 def run_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -18,16 +18,18 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import doc_parser, print_summary, result_or_report
+from flows.cli import add_store, doc_parser, print_summary, result_or_report
 from ml.config import DEFAULT_STORE
 from tasks.holdout import evaluate_registered
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate(model: str, data: str, version: str | None = None, store: str = DEFAULT_STORE) -> dict[str, Any]:
+def evaluate(
+    model: str, data: str, version: str | None = None, store: str = DEFAULT_STORE, endpoint_url: str | None = None
+) -> dict[str, Any]:
     """Metrics of `model`@`version` (default: production) on every image under `data`."""
     with tempfile.TemporaryDirectory(prefix="visionflow-evaluate-") as workdir:
-        return evaluate_registered(model, version, Path(data), store, Path(workdir))
+        return evaluate_registered(model, version, Path(data), store, Path(workdir), endpoint_url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="the model's name in the registry")
     p.add_argument("--version", help="a version id (default: the one `production` points at)")
     p.add_argument("--data", required=True, help="a folder in the layout the version was trained on")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
+    add_store(p)
     args = p.parse_args(argv)
-    state = evaluate(args.model, args.data, args.version, args.store, return_state=True)
+    state = evaluate(args.model, args.data, args.version, args.store, args.endpoint_url, return_state=True)
     result = result_or_report(state, "evaluation", {"model": args.model, "data": args.data})
     if result is None:
         return 1

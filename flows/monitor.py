@@ -44,19 +44,20 @@ def monitor(
     labels: str | None = None,
     overrides: dict[str, Any] | None = None,
     cache_dir: str = str(PRODUCTION_CACHE),
+    endpoint_url: str | None = None,
 ) -> dict[str, Any]:
     """Check the last `window` (e.g. "7d", "12h"; default: the version's monitor.window) of `model`'s log."""
     overrides = {**(overrides or {}), **({"monitor.window": window} if window else {})}
     run = run_name()
     # 1. the production version and its reference
-    production = fetch_production(model, store, Path(cache_dir))
+    production = fetch_production(model, store, Path(cache_dir), endpoint_url)
     # 2. the window vs the reference: Evidently report (+ live metrics where labelled) -> the store
-    check = check_drift(production, store, overrides, labels, run)
+    check = check_drift(production, store, overrides, labels, run, endpoint_url)
     # 3. Prefect artifacts: each test's score and verdict; the verdict with the report's link
     publish_monitor_artifacts(check)
     # 4. drift or a metric drop: alert; on drift, retrain if monitor.retrain_on_drift (once per window and day)
     events = send_monitor_alerts(check, production, overrides)
-    retrain = trigger_retrain(check, production, store, overrides)
+    retrain = trigger_retrain(check, production, store, overrides, endpoint_url)
     return {
         "model": model,
         "version": production.version,
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", help="CSV with path,label for logged images (paths as logged or relative to source)")
     args = p.parse_args(argv)
     overrides = overrides_or_exit(args.overrides, **({"monitor.window": args.window} if args.window else {}))
-    state = monitor(args.model, args.store, None, args.labels, overrides, args.cache_dir, return_state=True)
+    state = monitor(
+        args.model, args.store, None, args.labels, overrides, args.cache_dir, args.endpoint_url, return_state=True
+    )
     summary = result_or_report(state, "monitor", {"model": args.model})
     if summary is None:
         return 1

@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from ml.config import DEFAULT_STORE
+from flows.cli import add_store, doc_parser
 from ml.registry import PRODUCTION, AliasConflict, Registry, RegistryError, alias_history, check_gate
 from ml.storage import ObjectNotFound, open_store
 
@@ -77,14 +77,11 @@ def rollback(registry: Registry, model: str, version: str | None = None, force: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = doc_parser(__doc__)
     p.add_argument("command", choices=["list", "show", "promote", "rollback"])
     p.add_argument("model")
     p.add_argument("version", nargs="?")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"file://DIR or s3://bucket/prefix (default {DEFAULT_STORE})")
-    p.add_argument("--endpoint-url", help="S3-compatible server (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
+    add_store(p)
     p.add_argument("--force", action="store_true", help="promote/rollback: even onto a version whose gate failed")
     return p
 

@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow
 from pydantic import ValidationError
 
-from flows.cli import add_set, doc_parser, print_summary, result_or_report
+from flows.cli import add_set, add_store, doc_parser, print_summary, result_or_report
 from ml.config import DEFAULT_STORE, parse_override
 from ml.monitoring import monitor_settings
 from ml.reference import PRODUCTION_CACHE
@@ -36,13 +36,15 @@ def score(
     store: str = DEFAULT_STORE,
     overrides: dict[str, Any] | None = None,
     cache_dir: str = str(PRODUCTION_CACHE),
+    endpoint_url: str | None = None,
 ) -> dict[str, Any]:
-    """Score every image under `source` with `model`@production; `overrides`: {"monitor.batch_size": 512}."""
+    """Score every image under `source` with `model`@production; `overrides`: {"monitor.batch_size": 512};
+    `endpoint_url`: an S3-compatible server for the store and an s3:// source (default: the AWS variables)."""
     run = run_name()
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
-    production = fetch_production(model, store, Path(cache_dir))
+    production = fetch_production(model, store, Path(cache_dir), endpoint_url)
     # 2. stream the source through onnxruntime into the prediction log
-    written = score_images(production, source, store, overrides or {}, run)
+    written = score_images(production, source, store, overrides or {}, run, endpoint_url)
     return {
         "model": model,
         "version": production.version,
@@ -54,11 +56,11 @@ def score(
 
 
 def parser(doc: str | None, sections: str = "monitor.* or alerts.*") -> argparse.ArgumentParser:
-    """--model, --store, --set (of `sections`) and --cache-dir: the options scoring, monitoring and selecting
-    for labeling share."""
+    """--model, --store, --endpoint-url, --set (of `sections`) and --cache-dir: the options scoring, monitoring
+    and selecting for labeling share."""
     p = doc_parser(doc)
     p.add_argument("--model", required=True, help="the model's name in the registry (its `production` is used)")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
+    add_store(p)
     add_set(p, f"{sections} override, repeatable")
     p.add_argument("--cache-dir", default=str(PRODUCTION_CACHE), help="where production versions are downloaded")
     return p
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", required=True, help="folder, file://PATH or s3://BUCKET/PREFIX of images")
     args = p.parse_args(argv)
     overrides = overrides_or_exit(args.overrides)
-    state = score(args.model, args.source, args.store, overrides, args.cache_dir, return_state=True)
+    state = score(args.model, args.source, args.store, overrides, args.cache_dir, args.endpoint_url, return_state=True)
     summary = result_or_report(state, "scoring", {"model": args.model, "source": args.source})
     if summary is None:
         return 1

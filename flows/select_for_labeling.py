@@ -45,14 +45,15 @@ def select_for_labeling(
     budget: int | None = None,
     overrides: dict[str, Any] | None = None,
     cache_dir: str = str(PRODUCTION_CACHE),
+    endpoint_url: str | None = None,
 ) -> dict[str, Any]:
     """Select `budget` (default labeling.budget) images of `pool` for labeling; `overrides`: {"labeling.seed": 1}."""
     overrides = {**(overrides or {}), **({"labeling.budget": budget} if budget else {})}
     batch = run_name()  # sortable: later batches list after earlier ones
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
-    production = fetch_production(model, store, Path(cache_dir))
+    production = fetch_production(model, store, Path(cache_dir), endpoint_url)
     # 2. score the pool, skip queued and training images, pick the batch; tasks.json + selection.csv -> the store
-    selected = choose_batch(production, pool, store, overrides, batch)
+    selected = choose_batch(production, pool, store, overrides, batch, endpoint_url)
     # 3. Prefect artifact: the batch with thumbnails and links
     publish_batch_artifact(selected)
     return {**selected.to_dict(), "images_per_s": selected.scored / selected.seconds if selected.seconds else None}
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     extra = {"labeling.budget": args.budget} if args.budget is not None else {}
     overrides = overrides_or_exit(args.overrides, labeling_settings, **extra)
-    state = select_for_labeling(args.model, args.pool, args.store, None, overrides, args.cache_dir, return_state=True)
+    state = select_for_labeling(
+        args.model, args.pool, args.store, None, overrides, args.cache_dir, args.endpoint_url, return_state=True
+    )
     summary = result_or_report(state, "selection", {"model": args.model, "pool": args.pool})
     if summary is None:
         return 1

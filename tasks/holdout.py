@@ -16,9 +16,11 @@ from ml.storage import open_store
 
 
 @task(name="evaluate-version", cache_policy=NO_CACHE)
-def evaluate_registered(model: str, version: str | None, data: Path, store: str, workdir: Path) -> dict[str, Any]:
+def evaluate_registered(
+    model: str, version: str | None, data: Path, store: str, workdir: Path, endpoint_url: str | None = None
+) -> dict[str, Any]:
     """`<model>-holdout`: per class (classifier) or per image (segmenter) rows of the version on `data`."""
-    result = evaluate_version(Registry(open_store(store)), model, version, data, workdir)
+    result = evaluate_version(Registry(open_store(store, endpoint_url)), model, version, data, workdir)
     create_table_artifact(
         key=f"{model}-holdout",
         table=metric_rows(result["metrics"]),

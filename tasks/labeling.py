@@ -14,10 +14,17 @@ from ml.storage import open_store
 
 
 @task(name="choose-batch", cache_policy=NO_CACHE)
-def choose_batch(production: Production, pool: str, store: str, overrides: dict[str, Any], batch: str) -> LabelingBatch:
+def choose_batch(
+    production: Production,
+    pool: str,
+    store: str,
+    overrides: dict[str, Any],
+    batch: str,
+    endpoint_url: str | None = None,
+) -> LabelingBatch:
     """Score the pool, skip known images, write tasks.json + selection.csv under labeling/<model>/<batch>/."""
     lab, mon = labeling_settings(production.config, overrides)
-    selected = select_batch(open_store(store), production, pool, lab, mon, batch)
+    selected = select_batch(open_store(store, endpoint_url), production, pool, lab, mon, batch, endpoint_url)
     log = get_run_logger()
     log.info(
         "%d of %d pool images selected (%s, %s) in %.1f s; %d known, %d unreadable",

@@ -53,19 +53,28 @@ def build_reference(
 
 
 @task(name="load-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def fetch_production(model: str, store: str, cache_dir: Path) -> Production:
-    return load_production(Registry(open_store(store)), model, cache_dir)
+def fetch_production(model: str, store: str, cache_dir: Path, endpoint_url: str | None = None) -> Production:
+    return load_production(Registry(open_store(store, endpoint_url)), model, cache_dir)
 
 
 @task(name="score-images", cache_policy=NO_CACHE)
-def score_images(production: Production, source: str, store: str, overrides: dict[str, Any], run: str) -> LogWritten:
+def score_images(
+    production: Production,
+    source: str,
+    store: str,
+    overrides: dict[str, Any],
+    run: str,
+    endpoint_url: str | None = None,
+) -> LogWritten:
     """Stream the source through the model into the prediction log; unreadable files become rows, not errors.
     A segmenter's rows are its pixel uncertainty, unsure pixels being those in the version's labeling band."""
     mon, _ = monitor_settings(production.config, overrides)
     band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
-    items = image_source(source, production.classes)
+    items = image_source(source, production.classes, endpoint_url)
     frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
-    written = write_log(open_store(store), production.model, production.version, run, source, frames, mon.chunk_rows)
+    written = write_log(
+        open_store(store, endpoint_url), production.model, production.version, run, source, frames, mon.chunk_rows
+    )
     get_run_logger().info(
         "%d images scored in %.1f s (%d unreadable) -> %d parquet part(s)",
         written.rows,
@@ -78,12 +87,17 @@ def score_images(production: Production, source: str, store: str, overrides: dic
 
 @task(name="check-drift", cache_policy=NO_CACHE)
 def check_drift(
-    production: Production, store: str, overrides: dict[str, Any], labels: str | None, run: str
+    production: Production,
+    store: str,
+    overrides: dict[str, Any],
+    labels: str | None,
+    run: str,
+    endpoint_url: str | None = None,
 ) -> MonitorCheck:
     """Evidently report of the window vs the reference (+ live metrics if labelled) -> report.html in the store."""
     mon, _ = monitor_settings(production.config, overrides)
     truth = pd.read_csv(labels, dtype=str, keep_default_na=False) if labels else None
-    return check_window(open_store(store), production, mon, run, datetime.now(UTC), truth)
+    return check_window(open_store(store, endpoint_url), production, mon, run, datetime.now(UTC), truth)
 
 
 @task(name="monitor-artifacts", cache_policy=NO_CACHE)
@@ -106,14 +120,16 @@ def send_monitor_alerts(check: MonitorCheck, production: Production, overrides: 
 
 
 @task(name="trigger-retrain", cache_policy=NO_CACHE)
-def trigger_retrain(check: MonitorCheck, production: Production, store: str, overrides: dict[str, Any]) -> str | None:
+def trigger_retrain(
+    check: MonitorCheck, production: Production, store: str, overrides: dict[str, Any], endpoint_url: str | None = None
+) -> str | None:
     """On drift, with monitor.retrain_on_drift: start the retrain deployment (not waiting for it) unless one was
     started for this window today. Returns the new flow run's id, else None."""
     mon, _ = monitor_settings(production.config, overrides)
     if not (check.drift.drifted and mon.retrain_on_drift):
         return None
     name = mon.retrain_deployment or f"retrain/{check.model}"
-    artifacts, log = open_store(store), get_run_logger()
+    artifacts, log = open_store(store, endpoint_url), get_run_logger()
     key = retrain_marker(check.model, check.window, datetime.now(UTC))
     record = {"deployment": name, "monitor_run": check.run, "version": check.version, "groups": check.drift.groups}
     if not claim_retrain(artifacts, key, record):

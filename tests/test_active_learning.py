@@ -308,7 +308,6 @@ def test_flow_on_a_folder_writes_an_importable_batch_and_skips_known_images(clas
 @pytest.mark.integration
 @pytest.mark.usefixtures("aws_env", "prefect_harness")
 def test_flow_on_an_s3_pool_gives_presigned_urls(classifier, moto_server, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint)
     client = moto_server.client()
     for bucket in ("pool", "models"):
         client.create_bucket(Bucket=bucket)
@@ -317,10 +316,13 @@ def test_flow_on_an_s3_pool_gives_presigned_urls(classifier, moto_server, monkey
         client.upload_file(str(path), "pool", f"unlabeled/{path.relative_to(source)}")
     client.put_object(Bucket="pool", Key="unlabeled/broken.jpg", Body=b"garbage")
     store = "s3://models/vf"
-    _publish(store, classifier.cfg, classifier.files, classifier.prepared.classes, classifier.outputs)
-    cache = classifier.tmp / "cache-s3"
-    summary = select_for_labeling(MODEL, "s3://pool/unlabeled", store, 5, {"labeling.strategy": "balanced"}, str(cache))
+    with monkeypatch.context() as env:  # publish through the AWS variable; the flow gets the endpoint as a parameter
+        env.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint)
+        _publish(store, classifier.cfg, classifier.files, classifier.prepared.classes, classifier.outputs)
+    cache, over = str(classifier.tmp / "cache-s3"), {"labeling.strategy": "balanced"}
+    summary = select_for_labeling(MODEL, "s3://pool/unlabeled", store, 5, over, cache, moto_server.endpoint)
     assert (summary["scored"], summary["unreadable"], summary["selected"]) == (13, 1, 5)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint)
     tasks, config_xml, selection = _batch_files(store, summary)
     check_labelstudio_import(tasks, config_xml)
     assert selection["path"].str.startswith("s3://pool/unlabeled/").all()
