@@ -26,6 +26,7 @@ from flows.cli import print_summary, result_or_report
 from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.reference import PRODUCTION_CACHE
+from tasks.alerts import alert_on_crash
 from tasks.monitoring import (
     check_drift,
     fetch_production,
@@ -36,7 +37,7 @@ from tasks.monitoring import (
 )
 
 
-@flow(name="monitor", log_prints=True)
+@flow(name="monitor", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def monitor(
     model: str,
     store: str = DEFAULT_STORE,

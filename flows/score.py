@@ -26,10 +26,11 @@ from flows.cli import add_set, add_store, doc_parser, print_summary, result_or_r
 from ml.config import DEFAULT_STORE, parse_override
 from ml.monitoring import monitor_settings
 from ml.reference import PRODUCTION_CACHE
+from tasks.alerts import alert_on_crash
 from tasks.monitoring import fetch_production, run_name, score_images
 
 
-@flow(name="score", log_prints=True)
+@flow(name="score", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def score(
     model: str,
     source: str,

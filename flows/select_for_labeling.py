@@ -33,11 +33,12 @@ from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.labeling import labeling_settings
 from ml.reference import PRODUCTION_CACHE
+from tasks.alerts import alert_on_crash
 from tasks.labeling import choose_batch, publish_batch_artifact
 from tasks.monitoring import fetch_production, run_name
 
 
-@flow(name="select-for-labeling", log_prints=True)
+@flow(name="select-for-labeling", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def select_for_labeling(
     model: str,
     pool: str,

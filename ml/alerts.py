@@ -32,7 +32,7 @@ DATA_INVALID = "visionflow.data.invalid"
 _TITLES = {
     GATE_FAILED: "gate failed, not promoted",
     METRIC_REGRESSED: "metrics regressed against production",
-    FLOW_CRASHED: "retrain flow crashed",
+    FLOW_CRASHED: "flow crashed",
     DATA_INVALID: "data broke a validation rule, nothing trained",
 }
 
@@ -90,11 +90,12 @@ def run_alerts(
     return alerts
 
 
-def crash_alert(model: str, error: BaseException | str, run_url: str | None) -> Alert:
-    """DATA_INVALID when the data broke a rule (the data's owner must act), else FLOW_CRASHED."""
+def crash_alert(model: str, error: BaseException | str, run_url: str | None, flow: str = "retrain") -> Alert:
+    """DATA_INVALID when the data broke a rule (the data's owner must act), else FLOW_CRASHED; the problem line
+    names the flow that failed."""
     problem = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
     event = DATA_INVALID if isinstance(error, DatasetError) else FLOW_CRASHED
-    return Alert(event, model, None, [problem[:2000]], run_url)
+    return Alert(event, model, None, [f"{flow}: {problem}"[:2000]], run_url)
 
 
 def webhook_url(cfg: AlertConfig) -> str | None:

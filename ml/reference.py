@@ -161,7 +161,9 @@ def load_production(registry: Registry, model: str, cache_dir: Path) -> Producti
     """Download the production version's model, projection and reference into cache_dir/<model>/<version>/."""
     alias = registry.get_alias(model, PRODUCTION)
     if alias is None:
-        raise RegistryError(f"model {model!r} has no {PRODUCTION} version in {registry.store.url()}")
+        versions = len(registry.versions(model))
+        why = f"{versions} version(s), none promoted: no gate has passed yet" if versions else "no versions at all"
+        raise RegistryError(f"model {model!r} has no {PRODUCTION} version in {registry.store.url()} ({why})")
     version = alias["version"]
     meta = registry.metadata(model, version)
     folder = cache_dir / model / version

@@ -45,12 +45,24 @@ def send_alerts(cfg: RunConfig, version: str, gate: GateReport, champion: Champi
     return [a.event for a in alerts]
 
 
+def _alert_target(flow: str, params: dict[str, Any]) -> tuple[str, AlertConfig]:
+    """The model a failed run was about, and where its alerts go."""
+    if "model" in params:  # score, monitor, select-for-labeling: no preset to load
+        return str(params["model"]), AlertConfig()
+    try:
+        cfg = load_config(params.get("preset", "demo"), params.get("overrides"))
+        return cfg.name, cfg.alerts
+    except Exception:  # the config itself may be what broke
+        return str(params.get("preset", flow)), AlertConfig()
+
+
 def alert_on_crash(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook (on_failure, on_crashed): bad data -> visionflow.data.invalid; anything else but a NotPromoted
     verdict -> visionflow.flow.crashed.
 
-    The flow's own parameters (preset, overrides) give the model name and the webhook; a config that does not
-    load (the crash itself, maybe) falls back to the preset's name and $VISIONFLOW_ALERT_WEBHOOK.
+    retrain's parameters (preset, overrides) give the model name and the webhook; a config that does not load
+    (the crash itself, maybe) falls back to the preset's name and $VISIONFLOW_ALERT_WEBHOOK. The scoring-side
+    flows (score, monitor, select-for-labeling) name their `model` and use $VISIONFLOW_ALERT_WEBHOOK.
     """
     try:
         error = state.result(raise_on_failure=False)
@@ -58,13 +70,8 @@ def alert_on_crash(flow: Any, flow_run: Any, state: Any) -> None:
         error = e
     if isinstance(error, NotPromoted):
         return  # a verdict: the gate already alerted, or another run won the promotion
-    params = flow_run.parameters or {}
-    try:
-        cfg = load_config(params.get("preset", "demo"), params.get("overrides"))
-        model, alerts = cfg.name, cfg.alerts
-    except Exception:
-        model, alerts = str(params.get("preset", flow.name)), AlertConfig()
+    model, alerts = _alert_target(flow.name, flow_run.parameters or {})
     if not isinstance(error, BaseException):
         error = state.message or f"flow run ended in state {state.type}"
     log.warning("%s failed; alerting: %s", flow.name, error)
-    dispatch(crash_alert(model, error, url_for("flow-run", obj_id=flow_run.id)), alerts)
+    dispatch(crash_alert(model, error, url_for("flow-run", obj_id=flow_run.id), flow.name), alerts)

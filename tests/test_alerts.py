@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from flows.monitor import monitor
 from flows.retrain import retrain
 from ml.alerts import (
     DATA_INVALID,
@@ -179,7 +180,16 @@ def test_a_retrain_stopped_by_its_data_sends_a_data_alert(tmp_path: Path, receiv
 def test_crash_alert_tells_bad_data_from_a_crash():
     assert crash_alert("demo", DatasetError("data/x.png: not an image"), None).event == DATA_INVALID
     crashed = crash_alert("demo", RuntimeError("CUDA out of memory"), None)
-    assert crashed.event == FLOW_CRASHED and "retrain flow crashed" in crashed.text()
+    assert crashed.event == FLOW_CRASHED and "retrain: RuntimeError: CUDA out of memory" in crashed.text()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failing_monitor_alerts_too(tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(ENV_WEBHOOK, receiver.url + "/monitor")  # the scoring-side flows have no preset
+    state = monitor("ghost", f"file://{tmp_path / 'store'}", cache_dir=str(tmp_path / "cache"), return_state=True)
+    assert state.is_failed()
+    (text,) = receiver.texts("/monitor")
+    assert "*ghost*: flow crashed" in text and "monitor: RegistryError" in text and "no versions at all" in text
 
 
 # --- a real Prefect server: the automation of deployments/automations/ turns our events into a webhook call ----
