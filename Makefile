@@ -2,6 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -14,7 +15,9 @@ export PYTHONPATH := $(CURDIR)
 
 # Re-install only when the lock changed since the last install (make compares mtimes: seconds).
 $(STAMP): requirements.lock
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
+	  { echo "visionflow needs Python 3.11: install it or run make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned dependencies into $(VENV) (first run: ~2 min)"
 	@# torch first and alone: the local CPU wheel; anything else would pull CUDA packages
 	$(PIP) install torch==2.13.0
@@ -78,11 +81,11 @@ deploy: $(STAMP) ## register prefect.yaml, the gpu limit (GPUS=n) and deployment
 	  $(PREFECT) automation create --from-file "$$tmp" || exit 1; \
 	done
 
-bench: $(STAMP) ## run the benchmarks (not part of CI)
+bench: $(STAMP) ## the orchestration-overhead benchmark (the others: README "Benchmarks"; not part of CI)
 	$(PY) benchmarks/overhead.py
 
 lock: ## re-resolve requirements.in into requirements.lock (needs the registry)
-	rm -rf /tmp/visionflow-lock && python3 -m venv /tmp/visionflow-lock
+	rm -rf /tmp/visionflow-lock && $(PYTHON) -m venv /tmp/visionflow-lock
 	/tmp/visionflow-lock/bin/pip -qq install torch==2.13.0
 	/tmp/visionflow-lock/bin/pip -qq install -r requirements.in
 	/tmp/visionflow-lock/bin/pip freeze | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements.lock

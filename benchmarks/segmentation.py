@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument("--image", type=Path)
     p.add_argument("--onnx", type=Path)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=Path("benchmarks/segmentation.json"))
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "segmentation.json")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -99,10 +99,11 @@ def main() -> None:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    print(" | ".join(f"{k}={v}" for k, v in row.items()))
+    print("| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n| " + " | ".join(map(str, row.values())) + " |")
     print("goal peak < 2048 MiB:", "PASS" if row["peak_rss_mib"] < 2048 else "FAIL")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(row, indent=1))
+    print(f"wrote {a.json}")
 
 
 if __name__ == "__main__":
