@@ -5,7 +5,8 @@ clipping, seeding, a progress bar. Classifiers and segmenters (ml.segmenter pass
     result = fit(cfg, train_ds, val_ds, classes, run_dir)   # plain PyTorch, no Prefect
 
 A crash loses at most the epoch in progress: `last.pt` is rewritten atomically after every epoch and a
-new call with the same run_dir continues from it (train.resume=true).
+new call with the same run_dir continues from it (train.resume=true), with the time already spent counted
+against train.time_budget_min and the budget-fitted schedule length kept.
 """
 
 from __future__ import annotations
@@ -100,20 +101,41 @@ def fit_schedule_to_budget(
     planned ones); a per-batch cosine or OneCycle schedule is shortened to end there, so a run the budget cuts
     short still anneals instead of stopping at a high learning rate."""
     fits = max(done, min(planned, done + math.ceil(max(left_s, 0.0) / max(epoch_s, 1e-9))))
-    old, new = planned * steps_per_epoch, fits * steps_per_epoch
-    if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
-        sched.T_max = new  # the recursive form telescopes to eta_min at the new T_max from wherever it is
-    elif isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
-        sched.total_steps = new
-        for phase in sched._schedule_phases:  # torch keeps no public setter; phase ends scale with the length
-            phase["end_step"] = (phase["end_step"] + 1) * new / old - 1
+    _set_schedule_length(sched, fits * steps_per_epoch)
     return fits
 
 
+def _set_schedule_length(sched: Any, total_steps: int) -> None:
+    """Make a per-batch cosine or OneCycle schedule end after `total_steps`, from wherever it is now."""
+    if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+        sched.T_max = total_steps  # the recursive form telescopes to eta_min at the new T_max from wherever it is
+    elif isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+        old, sched.total_steps = sched.total_steps, total_steps
+        for phase in sched._schedule_phases:  # torch keeps no public setter; phase ends scale with the length
+            phase["end_step"] = (phase["end_step"] + 1) * total_steps / old - 1
+
+
 def _resumed_schedule(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """Progress from the checkpoint, length from the current config (a resumed run may have more epochs)."""
+    """Progress from the checkpoint, length from the current config (a resumed run may have more epochs; `fit`
+    then re-applies a budget-fitted length)."""
     length_keys = ("total_steps", "T_max", "_schedule_phases")
     return {**saved, **{k: v for k, v in fresh.items() if k in length_keys}}
+
+
+def _budget_ends(epoch: int, planned: int, last_epoch: int, elapsed_s: float, budget_s: float) -> bool:
+    """Whether the time budget stops the run after `epoch`: spent, or as many epochs run as it was fitted to."""
+    return epoch < planned and (elapsed_s > budget_s or epoch >= last_epoch)
+
+
+def _restore(ckpt: dict[str, Any], model: nn.Module, opt, sched, scaler, ema: AveragedModel | None) -> None:
+    """Load a `last.pt` back into the training objects; the schedule's length comes from the current config."""
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(_resumed_schedule(ckpt["scheduler"], sched.state_dict()))
+    scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and "ema" in ckpt:
+        ema.load_state_dict(ckpt["ema"])
 
 
 def _improved(value: float, best: float | None, monitor: str) -> bool:
@@ -229,23 +251,30 @@ def fit(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    # elapsed_s: time counted against the budget, over every call; budget_epochs: what the budget was fitted to
     state = {"epoch": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    state |= {"elapsed_s": 0.0, "budget_epochs": None}
     resumed_from = None
     if tc.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(_resumed_schedule(ckpt["scheduler"], sched.state_dict()))
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and "ema" in ckpt:
-            ema.load_state_dict(ckpt["ema"])
+        _restore(ckpt, model, opt, sched, scaler, ema)
         state = {k: ckpt[k] for k in state}
         resumed_from = state["epoch"]
-        log.info("resuming %s after epoch %d", last_path, resumed_from)
+        log.info("resuming %s after epoch %d (%.0f s of the budget spent)", last_path, resumed_from, state["elapsed_s"])
 
+    budget_s = 60 * tc.time_budget_min if tc.time_budget_min else math.inf
+    spent_before = state["elapsed_s"]
+
+    def elapsed() -> float:
+        return spent_before + time.perf_counter() - start
+
+    # the time budget may bring it forward after the first epoch; a resumed run keeps the length fitted before
+    last_epoch = min(tc.epochs, state["budget_epochs"] or tc.epochs) if tc.time_budget_min else tc.epochs
+    _set_schedule_length(sched, last_epoch * steps_per_epoch)
     stopped_early = state["bad_epochs"] >= (tc.early_stopping or 10**9)
-    last_epoch = tc.epochs  # the time budget may bring it forward after the first epoch
+    if not stopped_early and _budget_ends(state["epoch"], tc.epochs, last_epoch, spent_before, budget_s):
+        log.info("time budget of %.1f min used before epoch %d: stopping", tc.time_budget_min, state["epoch"] + 1)
+        stopped_early = True
     for epoch in range(state["epoch"] + 1, tc.epochs + 1):
         if stopped_early:
             break
@@ -288,12 +317,14 @@ def fit(
             state["bad_epochs"] += 1
         stopped_early = bool(tc.early_stopping) and state["bad_epochs"] >= tc.early_stopping
         if tc.time_budget_min and epoch == (resumed_from or 0) + 1:
-            left = 60 * tc.time_budget_min - (time.perf_counter() - start)
             sized = sched if per_step else None
-            last_epoch = fit_schedule_to_budget(sized, steps_per_epoch, tc.epochs, epoch, left, row["seconds"])
+            last_epoch = fit_schedule_to_budget(
+                sized, steps_per_epoch, tc.epochs, epoch, budget_s - elapsed(), row["seconds"]
+            )
+            state["budget_epochs"] = last_epoch
             log.info("time budget of %.1f min holds %d of %d epochs", tc.time_budget_min, last_epoch, tc.epochs)
-        over_budget = tc.time_budget_min and time.perf_counter() - start > 60 * tc.time_budget_min
-        if (over_budget or epoch >= last_epoch) and epoch < tc.epochs:
+        state["elapsed_s"] = elapsed()
+        if _budget_ends(epoch, tc.epochs, last_epoch, state["elapsed_s"], budget_s):
             log.info("time budget of %.1f min used after epoch %d: stopping", tc.time_budget_min, epoch)
             stopped_early = True
         save_checkpoint(

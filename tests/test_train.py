@@ -1,10 +1,12 @@
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import ml.train
 from ml.checkpoint import load_checkpoint
 from ml.classifier import datasets
 from ml.config import load_config
@@ -89,6 +91,50 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
     train_ds, val_ds = datasets(cfg, prepared)
     result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
     assert result.stopped_early and result.epochs_run == 1 and Path(result.best_checkpoint).exists()
+
+
+class Ticking(torch.utils.data.Dataset):
+    """A training set on a fake clock that moves one second per image fetched, so budgets are exact."""
+
+    def __init__(self, ds) -> None:
+        self.ds, self.targets, self.now = ds, ds.targets, 0.0
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        self.now += 1.0
+        return self.ds[i]
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_schedule(tmp_path, monkeypatch, scheduler):
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.epochs": 6, "train.scheduler": scheduler}))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    clock = Ticking(train_ds)  # an epoch takes len(train_ds) seconds
+    monkeypatch.setattr(ml.train, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+
+    def budget(epochs: float):
+        minutes = epochs * len(clock) / 60
+        return cfg.model_copy(update={"train": cfg.train.model_copy(update={"time_budget_min": minutes})})
+
+    def crash_after_two(row):
+        if row["epoch"] == 2:
+            raise Crash
+
+    run_dir, seen = tmp_path / "run", []
+    with pytest.raises(Crash):  # after epoch 1 the 1.5 epochs left hold 2 more: the schedule is fitted to 3 of 6
+        fit(budget(2.5), clock, val_ds, prepared.classes, run_dir, on_epoch=crash_after_two)
+
+    result = fit(budget(1.5), clock, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
+    assert seen == [] and result.stopped_early and result.epochs_run == 2  # the 2 epochs before used it up
+
+    result = fit(budget(2.5), clock, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
+    assert seen == [3] and result.stopped_early  # not 3 more epochs on a fresh budget
+    whole = fit(budget(2.5), clock, val_ds, prepared.classes, tmp_path / "uninterrupted")
+    lrs = [row["lr"] for row in whole.history]  # the schedule fitted to 3 epochs, ending annealed
+    assert [row["lr"] for row in result.history] == pytest.approx(lrs) and lrs[-1] < 0.1 * cfg.train.lr
 
 
 def _optimizer() -> torch.optim.Optimizer:
