@@ -24,6 +24,8 @@ SEGMENTER_METRICS = ("f1", "iou", "precision", "recall", "edge_iou", "loss") + t
     f"{m}_post" for m in ("f1", "iou", "precision", "recall", "edge_iou")
 )
 SEGMENT_LOSSES = ("bce", "dice", "focal", "edge")
+# train.monitor and gate.champion.metric when a config leaves them unset, by model.task
+TASK_METRIC = {"classify": "macro_f1", "segment": "f1"}
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 # Columns of the reference frame and the prediction log that flows.monitor tests for drift (ml.reference).
 IMAGE_PROPERTIES = ("brightness", "contrast", "blur", "width", "height", "red", "green", "blue")
@@ -155,6 +157,7 @@ class TrainConfig(Section):
     # stop after the epoch that crosses this budget; cosine/OneCycle are shortened to end there
     time_budget_min: float | None = Field(None, gt=0)
     # segment: f1, iou or loss; auroc: threshold-free, for binary models whose threshold is set after (eval.decision)
+    # unset: TASK_METRIC of model.task (macro_f1, or f1 for segment), resolved by RunConfig
     monitor: Literal["macro_f1", "accuracy", "auroc", "f1", "iou", "loss"] = "macro_f1"
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, ge=1)  # optimizer step every N batches (effective batch = N x batch_size)
@@ -224,7 +227,7 @@ class ChampionConfig(Section):
     run's validation split, compared on `metric` (for `loss`, lower is better)."""
 
     enabled: bool = True
-    metric: str = "macro_f1"
+    metric: str = "macro_f1"  # unset: TASK_METRIC of model.task (macro_f1, or f1 for segment), resolved by RunConfig
     tolerance: float = Field(0.01, ge=0)  # the candidate may be this much worse than production
     min_delta: float | None = Field(None, gt=0)  # if set, the candidate must beat production by this much
 
@@ -396,6 +399,17 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     monitor: MonitorConfig = MonitorConfig()
     labeling: LabelingConfig = LabelingConfig()
+
+    @model_validator(mode="after")
+    def _task_metric_defaults(self) -> RunConfig:
+        """train.monitor and gate.champion.metric a config leaves unset follow model.task, so a segmentation
+        config need not restate f1 for both; the resolved name is what is saved and shown."""
+        metric = TASK_METRIC[self.model.task]
+        if "monitor" not in self.train.model_fields_set:
+            self.train.monitor = metric
+        if "metric" not in self.gate.champion.model_fields_set:
+            self.gate.champion.metric = metric
+        return self
 
     @model_validator(mode="after")
     def _metrics_of_the_task(self) -> RunConfig:

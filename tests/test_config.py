@@ -51,3 +51,15 @@ def test_override_syntax():
         parse_override("novalue")
     with pytest.raises(ValueError, match="is a value"):
         apply_overrides({"train": 3}, {"train.epochs": 1})
+
+
+def test_monitor_and_champion_metric_follow_the_task_unless_set():
+    segment = RunConfig(model={"task": "segment"})
+    assert (segment.train.monitor, segment.gate.champion.metric) == ("f1", "f1")
+    assert (RunConfig().train.monitor, RunConfig().gate.champion.metric) == ("macro_f1", "macro_f1")
+    chosen = RunConfig(model={"task": "segment"}, train={"monitor": "iou"}, gate={"champion": {"tolerance": 0.1}})
+    assert (chosen.train.monitor, chosen.gate.champion.metric) == ("iou", "f1")
+    saved = RunConfig.model_validate_json(segment.model_dump_json())  # a version's config.json
+    assert (saved.train.monitor, saved.gate.champion.metric) == ("f1", "f1")
+    with pytest.raises(ValidationError, match="train.monitor: \\['macro_f1'\\] not produced for model.task=segment"):
+        RunConfig(model={"task": "segment"}, train={"monitor": "macro_f1"})
