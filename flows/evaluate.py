@@ -19,15 +19,28 @@ from typing import Any
 from prefect import flow
 
 from flows.cli import add_store, doc_parser, print_summary, result_or_report
+from flows.params import EndpointUrl, ModelName, Source, Store
 from ml.config import DEFAULT_STORE
 from tasks.holdout import evaluate_registered
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(
-    model: str, data: str, version: str | None = None, store: str = DEFAULT_STORE, endpoint_url: str | None = None
+    model: ModelName,
+    data: Source,
+    version: str | None = None,
+    store: Store = DEFAULT_STORE,
+    endpoint_url: EndpointUrl = None,
 ) -> dict[str, Any]:
-    """Metrics of `model`@`version` (default: production) on every image under `data`."""
+    """Metrics of `model`@`version` on every image under `data`.
+
+    Args:
+        model: the model's name in the registry.
+        data: a folder in the layout the version was trained on (class folders; images/ + masks/).
+        version: a version id (default: the one `production` points at).
+        store: artifact store with the registry: file://DIR or s3://bucket/prefix.
+        endpoint_url: S3-compatible server for s3:// URIs (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).
+    """
     with tempfile.TemporaryDirectory(prefix="visionflow-evaluate-") as workdir:
         return evaluate_registered(model, version, Path(data), store, Path(workdir), endpoint_url)
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, result_or_report, run_parser
+from flows.params import Overrides, Preset, Seeds
 from ml.config import AugmentConfig, load_config
 from ml.stats import mean_ci
 from tasks.data import validate_data
@@ -31,13 +32,24 @@ ABLATIONS = {
         "train.augment": {name: 0 for name, f in AugmentConfig.model_fields.items() if f.annotation in (float, int)}
     },
 }
+Ablation = Literal[tuple(ABLATIONS)]  # type: ignore[valid-type]
 
 
 @flow(name="experiment", log_prints=True)
 def experiment(
-    preset: str, seeds: int = 3, overrides: dict[str, Any] | None = None, ablate: list[str] | None = None
+    preset: Preset,
+    seeds: Seeds = 3,
+    overrides: Overrides = None,
+    ablate: list[Ablation] | None = None,
 ) -> dict[str, Any]:
-    """Train `seeds` times per variant (baseline + each ablation); summarise every headline metric."""
+    """Train `seeds` times per variant (baseline + each ablation); summarise every headline metric.
+
+    Args:
+        preset: deployments/presets/<preset>.yaml, the runs' config.
+        seeds: training runs per variant (train.seed 0 .. seeds-1); at least 2 for a 95% interval.
+        overrides: dotted config keys over the preset, e.g. {"train.epochs": 5}.
+        ablate: variants that switch a technique off, e.g. ["augment"].
+    """
     variants = {"baseline": {}, **{f"no-{a}": ABLATIONS[a] for a in ablate or []}}
     runs: list[dict[str, Any]] = []
     for variant, extra in variants.items():

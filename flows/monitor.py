@@ -23,6 +23,7 @@ from typing import Any
 from prefect import flow
 
 from flows.cli import print_summary, result_or_report
+from flows.params import EndpointUrl, ModelName, Overrides, Store, Window
 from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.reference import PRODUCTION_CACHE
@@ -39,15 +40,25 @@ from tasks.monitoring import (
 
 @flow(name="monitor", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def monitor(
-    model: str,
-    store: str = DEFAULT_STORE,
-    window: str | None = None,
+    model: ModelName,
+    store: Store = DEFAULT_STORE,
+    window: Window = None,
     labels: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides = None,
     cache_dir: str = str(PRODUCTION_CACHE),
-    endpoint_url: str | None = None,
+    endpoint_url: EndpointUrl = None,
 ) -> dict[str, Any]:
-    """Check the last `window` (e.g. "7d", "12h"; default: the version's monitor.window) of `model`'s log."""
+    """Check the last `window` of `model`'s prediction log against its production version's reference.
+
+    Args:
+        model: the model's name in the registry; its `production` version is checked.
+        store: artifact store with the registry: file://DIR or s3://bucket/prefix.
+        endpoint_url: S3-compatible server for s3:// URIs (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).
+        window: how far back: "7d", "12h" (default: the version's monitor.window).
+        labels: CSV path,label of logged images: ground truth for live accuracy and macro-F1.
+        overrides: the version's settings overridden, e.g. {"monitor.threshold": 0.01}.
+        cache_dir: where production versions are downloaded (once per version).
+    """
     overrides = {**(overrides or {}), **({"monitor.window": window} if window else {})}
     run = run_name()
     # 1. the production version and its reference

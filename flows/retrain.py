@@ -21,6 +21,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
+from flows.params import Overrides, Preset
 from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
 from ml.report import decision_text
@@ -56,8 +57,13 @@ def run_dir_for(cfg: RunConfig) -> Path:
 
 
 @flow(name="retrain", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
-def retrain(preset: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Retrain the model of a preset; `overrides` are dotted keys, e.g. {"train.epochs": 2}."""
+def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any]:
+    """Retrain the model of a preset: validate, train, evaluate, export, gate, publish, promote.
+
+    Args:
+        preset: deployments/presets/<preset>.yaml, the run's config.
+        overrides: dotted config keys over the preset, e.g. {"train.epochs": 2, "gate.min.accuracy": 0.9}.
+    """
     cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
     run_dir = run_dir_for(cfg)
 

@@ -23,6 +23,7 @@ from prefect import flow
 from pydantic import ValidationError
 
 from flows.cli import add_set, add_store, doc_parser, print_summary, result_or_report
+from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
 from ml.config import DEFAULT_STORE, parse_override
 from ml.monitoring import monitor_settings
 from ml.reference import PRODUCTION_CACHE
@@ -32,15 +33,23 @@ from tasks.monitoring import fetch_production, run_name, score_images
 
 @flow(name="score", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def score(
-    model: str,
-    source: str,
-    store: str = DEFAULT_STORE,
-    overrides: dict[str, Any] | None = None,
+    model: ModelName,
+    source: Source,
+    store: Store = DEFAULT_STORE,
+    overrides: Overrides = None,
     cache_dir: str = str(PRODUCTION_CACHE),
-    endpoint_url: str | None = None,
+    endpoint_url: EndpointUrl = None,
 ) -> dict[str, Any]:
-    """Score every image under `source` with `model`@production; `overrides`: {"monitor.batch_size": 512};
-    `endpoint_url`: an S3-compatible server for the store and an s3:// source (default: the AWS variables)."""
+    """Score every image under `source` with `model`@production into the prediction log.
+
+    Args:
+        model: the model's name in the registry; its `production` version scores.
+        source: images: a folder (recursively) or s3://bucket/prefix.
+        store: artifact store with the registry: file://DIR or s3://bucket/prefix.
+        endpoint_url: S3-compatible server for s3:// URIs (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).
+        overrides: the version's settings overridden, e.g. {"monitor.batch_size": 512}.
+        cache_dir: where production versions are downloaded (once per version).
+    """
     run = run_name()
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)

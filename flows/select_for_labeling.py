@@ -29,6 +29,7 @@ from typing import Any
 from prefect import flow
 
 from flows.cli import print_summary, result_or_report
+from flows.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
 from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.labeling import labeling_settings
@@ -40,15 +41,25 @@ from tasks.monitoring import fetch_production, run_name
 
 @flow(name="select-for-labeling", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
 def select_for_labeling(
-    model: str,
-    pool: str,
-    store: str = DEFAULT_STORE,
-    budget: int | None = None,
-    overrides: dict[str, Any] | None = None,
+    model: ModelName,
+    pool: Source,
+    store: Store = DEFAULT_STORE,
+    budget: Budget = None,
+    overrides: Overrides = None,
     cache_dir: str = str(PRODUCTION_CACHE),
-    endpoint_url: str | None = None,
+    endpoint_url: EndpointUrl = None,
 ) -> dict[str, Any]:
-    """Select `budget` (default labeling.budget) images of `pool` for labeling; `overrides`: {"labeling.seed": 1}."""
+    """Select the `budget` images of `pool` most worth labeling, as a Label Studio batch in the store.
+
+    Args:
+        model: the model's name in the registry; its `production` version scores the pool.
+        pool: unlabeled images: a folder (recursively) or s3://bucket/prefix.
+        store: artifact store with the registry: file://DIR or s3://bucket/prefix.
+        endpoint_url: S3-compatible server for s3:// URIs (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).
+        budget: images to pick (default: the version's labeling.budget).
+        overrides: the version's settings overridden, e.g. {"labeling.strategy": "balanced"}.
+        cache_dir: where production versions are downloaded (once per version).
+    """
     overrides = {**(overrides or {}), **({"labeling.budget": budget} if budget else {})}
     batch = run_name()  # sortable: later batches list after earlier ones
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version

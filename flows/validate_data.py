@@ -19,13 +19,19 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
+from flows.params import Overrides, Preset
 from ml.config import load_config
 from tasks.data import validate_data
 
 
 @flow(name="validate-data", log_prints=True)
-def validate_data_flow(preset: str = "demo", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate the dataset of a preset; `overrides` are dotted keys, e.g. {"data.root": "/data/x"}."""
+def validate_data_flow(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any]:
+    """Validate the dataset of a preset (profile, Great Expectations suite, split) without training.
+
+    Args:
+        preset: deployments/presets/<preset>.yaml, the run's config.
+        overrides: dotted config keys over the preset, e.g. {"data.root": "/data/x"}.
+    """
     cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
     run_dir = cfg.storage.workdir / cfg.name / f"validate-{flow_run.get_id() or uuid.uuid4()}"
 

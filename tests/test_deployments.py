@@ -26,7 +26,16 @@ import httpx
 import pytest
 import yaml
 from PIL import Image
+from prefect.exceptions import ParameterTypeError
+from prefect.utilities.callables import parameter_schema
 
+from flows.evaluate import evaluate
+from flows.experiment import experiment
+from flows.monitor import monitor
+from flows.retrain import retrain
+from flows.score import score
+from flows.select_for_labeling import select_for_labeling
+from flows.validate_data import validate_data_flow
 from ml.config import PRESET_DIR, load_config
 from ml.registry import Registry
 from ml.storage import open_store
@@ -178,12 +187,33 @@ def test_prefect_yaml_monitors_every_classifier_and_labels_every_model_weekly():
         assert [s["cron"] for s in d["schedules"]] == ["0 4 * * 1"]  # Mondays
 
 
+FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling)
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
+def test_every_flow_parameter_is_described_for_the_ui_form(flow):
+    props = parameter_schema(flow).model_dump()["properties"]
+    assert props and all(p.get("description") for p in props.values()), props
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_bad_flow_parameters_fail_before_any_work(tmp_path):
+    with pytest.raises(ParameterTypeError, match="preset"):
+        retrain("no-such-preset")
+    with pytest.raises(ParameterTypeError, match="window"):
+        monitor("demo", f"file://{tmp_path}", window="7 days")
+    with pytest.raises(ParameterTypeError, match="store"):
+        score("demo", str(tmp_path), store=str(tmp_path))  # a path, not file://
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_make_deploy_registers_schedule_limits_and_automations(server: Server, deployed: dict):
     assert deployed["work_pool_name"] == "visionflow"
     assert deployed["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     assert [s["schedule"]["cron"] for s in deployed["schedules"]] == ["0 2 * * *"]
+    assert "demo" in deployed["parameter_openapi_schema"]["properties"]["preset"]["enum"]  # the UI form's choice
     assert deployed["global_concurrency_limit"]["limit"] == 1
     assert deployed["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert server.api.get("/v2/concurrency_limits/gpu").raise_for_status().json()["limit"] == 0
