@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from ml.checkpoint import load_checkpoint, save_checkpoint
@@ -122,22 +122,6 @@ def _resumed_schedule(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str,
     return {**saved, **{k: v for k, v in fresh.items() if k in length_keys}}
 
 
-def _budget_ends(epoch: int, planned: int, last_epoch: int, elapsed_s: float, budget_s: float) -> bool:
-    """Whether the time budget stops the run after `epoch`: spent, or as many epochs run as it was fitted to."""
-    return epoch < planned and (elapsed_s > budget_s or epoch >= last_epoch)
-
-
-def _restore(ckpt: dict[str, Any], model: nn.Module, opt, sched, scaler, ema: AveragedModel | None) -> None:
-    """Load a `last.pt` back into the training objects; the schedule's length comes from the current config."""
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    if sched is not None:
-        sched.load_state_dict(_resumed_schedule(ckpt["scheduler"], sched.state_dict()))
-    scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None and "ema" in ckpt:
-        ema.load_state_dict(ckpt["ema"])
-
-
 def _improved(value: float, best: float | None, monitor: str) -> bool:
     if best is None:
         return True
@@ -216,6 +200,141 @@ def _classifier_objective(
     return criterion, sampler, validate, mix
 
 
+class _Budget:
+    """train.time_budget_min over every call of a run: time spent before a resume counts, and a resumed run keeps
+    the epoch its schedule was fitted to end at."""
+
+    def __init__(self, minutes: float | None, planned: int, spent_before: float, fitted: int | None):
+        self.minutes, self.planned, self.spent_before = minutes, planned, spent_before
+        self.seconds = 60 * minutes if minutes else math.inf
+        self.last_epoch = min(planned, fitted or planned)  # where the schedule ends
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.spent_before + time.perf_counter() - self.start
+
+    def fit(self, sched: Any, steps_per_epoch: int, done: int, epoch_s: float) -> int:
+        """After the first epoch of a call: the epochs the rest of the budget holds (the schedule ends there)."""
+        left = self.seconds - self.elapsed()
+        self.last_epoch = fit_schedule_to_budget(sched, steps_per_epoch, self.planned, done, left, epoch_s)
+        log.info("time budget of %.1f min holds %d of %d epochs", self.minutes, self.last_epoch, self.planned)
+        return self.last_epoch
+
+    def ends(self, epoch: int, elapsed_s: float) -> bool:
+        """Whether the budget stops the run after `epoch`: spent, or as many epochs run as it was fitted to."""
+        return epoch < self.planned and (elapsed_s > self.seconds or epoch >= self.last_epoch)
+
+
+@dataclass
+class _Trainer:
+    """Everything one training run steps, validates and saves in last.pt."""
+
+    tc: TrainConfig
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    per_step: bool  # cosine and OneCycle step per batch; plateau per epoch, on the monitored metric
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    loader: DataLoader
+    criterion: nn.Module
+    validate: Validate
+    mix: MixUp | None
+    device: torch.device
+    use_amp: bool
+
+    @classmethod
+    def build(
+        cls,
+        cfg: RunConfig,
+        train_ds: Dataset,
+        val_ds: Dataset | None,
+        classes: list[str],
+        objective: tuple[nn.Module, Validate] | None,
+    ) -> _Trainer:
+        tc, device = cfg.train, pick_device(cfg.train.device)
+        use_amp = tc.amp and device.type == "cuda"
+        model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
+        if objective is None:
+            criterion, sampler, validate, mix = _classifier_objective(
+                tc, cfg.model.head, train_ds, val_ds, classes, device
+            )
+        else:
+            (criterion, validate), sampler, mix = objective, None, None
+        loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        sched, per_step = _scheduler(tc, opt, max(1, math.ceil(len(loader) / tc.accumulate)))
+        scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
+        return cls(tc, model, opt, sched, per_step, scaler, ema, loader, criterion, validate, mix, device, use_amp)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.loader) / self.tc.accumulate))
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What is validated, checkpointed as best and exported: the weights' average with train.ema."""
+        return self.model if self.ema is None else self.ema.module
+
+    @property
+    def batch_schedule(self) -> Any:
+        """The scheduler if it steps per batch (the one the time budget can shorten), else None."""
+        return self.sched if self.per_step else None
+
+    def epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+        """Train one epoch and validate: (history row, validation metrics)."""
+        t0, tc = time.perf_counter(), self.tc
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None if tc.progress else True)
+        train_loss = _train_epoch(
+            self.model,
+            bar,
+            self.criterion,
+            self.opt,
+            self.batch_schedule,
+            self.scaler,
+            tc.grad_clip,
+            self.device,
+            self.use_amp,
+            tc.accumulate,
+            self.mix,
+            self.ema,
+        )
+        m = self.validate(self.evaluated, self.device, self.use_amp)
+        if self.sched is not None and not self.per_step:
+            self.sched.step(m[tc.monitor])
+        row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in m.items()}}
+        return row | {"lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}, m
+
+    def resume(self, last_path: Path, state: dict[str, Any]) -> dict[str, Any]:
+        """Load `last.pt` back (the schedule's length comes from the current config) and return its run state;
+        a key an older checkpoint lacks keeps its value in `state`."""
+        ckpt = load_checkpoint(last_path, self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(_resumed_schedule(ckpt["scheduler"], self.sched.state_dict()))
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
+        return {k: ckpt.get(k, v) for k, v in state.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else {},
+            "scaler": self.scaler.state_dict(),
+            **({} if self.ema is None else {"ema": self.ema.state_dict()}),
+        }
+
+
+def _log_epoch(row: dict[str, float], m: dict[str, float], epochs: int, stopped: bool) -> None:
+    metrics = " ".join(f"val_{k}={v:.4f}" for k, v in m.items())
+    line = f"epoch {row['epoch']}/{epochs} train_loss={row['train_loss']:.4f} {metrics} ({row['seconds']:.1f}s)"
+    log.info("%s%s", line, " early stop" if stopped else "")
+
+
 def fit(
     cfg: RunConfig,
     train_ds: Dataset,
@@ -230,25 +349,9 @@ def fit(
     `objective` (criterion, validate) replaces the classifier's (ce/focal, MixUp; accuracy/macro-F1 on val_ds):
     ml.segmenter passes its losses and a whole-image validation, and val_ds=None.
     """
-    tc = cfg.train
-    start = time.perf_counter()
+    tc, start = cfg.train, time.perf_counter()
     seed_everything(tc.seed, tc.deterministic)
-    device = pick_device(tc.device)
-    use_amp = tc.amp and device.type == "cuda"
-    model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
-
-    if objective is None:
-        criterion, sampler, validate, mix = _classifier_objective(tc, cfg.model.head, train_ds, val_ds, classes, device)
-    else:
-        (criterion, validate), sampler, mix = objective, None, None
-    train_loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / tc.accumulate))
-    sched, per_step = _scheduler(tc, opt, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
-    evaluated = model if ema is None else ema.module  # what is validated, checkpointed as best, and exported
-
+    trainer = _Trainer.build(cfg, train_ds, val_ds, classes, objective)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     # elapsed_s: time counted against the budget, over every call; budget_epochs: what the budget was fitted to
@@ -256,99 +359,37 @@ def fit(
     state |= {"elapsed_s": 0.0, "budget_epochs": None}
     resumed_from = None
     if tc.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, device)
-        _restore(ckpt, model, opt, sched, scaler, ema)
-        state = {k: ckpt[k] for k in state}
+        state = trainer.resume(last_path, state)
         resumed_from = state["epoch"]
         log.info("resuming %s after epoch %d (%.0f s of the budget spent)", last_path, resumed_from, state["elapsed_s"])
-
-    budget_s = 60 * tc.time_budget_min if tc.time_budget_min else math.inf
-    spent_before = state["elapsed_s"]
-
-    def elapsed() -> float:
-        return spent_before + time.perf_counter() - start
-
-    # the time budget may bring it forward after the first epoch; a resumed run keeps the length fitted before
-    last_epoch = min(tc.epochs, state["budget_epochs"] or tc.epochs) if tc.time_budget_min else tc.epochs
-    _set_schedule_length(sched, last_epoch * steps_per_epoch)
+    budget = _Budget(tc.time_budget_min, tc.epochs, state["elapsed_s"], state["budget_epochs"])
+    _set_schedule_length(trainer.batch_schedule, budget.last_epoch * trainer.steps_per_epoch)
     stopped_early = state["bad_epochs"] >= (tc.early_stopping or 10**9)
-    if not stopped_early and _budget_ends(state["epoch"], tc.epochs, last_epoch, spent_before, budget_s):
+    if not stopped_early and budget.ends(state["epoch"], budget.spent_before):
         log.info("time budget of %.1f min used before epoch %d: stopping", tc.time_budget_min, state["epoch"] + 1)
         stopped_early = True
+    model_facts = {"classes": classes, "config": cfg.model_dump_json()}
     for epoch in range(state["epoch"] + 1, tc.epochs + 1):
         if stopped_early:
             break
-        t0 = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None if tc.progress else True)
-        train_loss = _train_epoch(
-            model,
-            bar,
-            criterion,
-            opt,
-            sched if per_step else None,
-            scaler,
-            tc.grad_clip,
-            device,
-            use_amp,
-            tc.accumulate,
-            mix,
-            ema,
-        )
-        m = validate(evaluated, device, use_amp)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            **{f"val_{k}": v for k, v in m.items()},
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-        }
-        monitored = m[tc.monitor]
-        if sched is not None and not per_step:
-            sched.step(monitored)
+        row, m = trainer.epoch(epoch)
         state["history"].append(row)
         state["epoch"] = epoch
-        if _improved(monitored, state["best_metric"], tc.monitor):
-            state.update(best_metric=monitored, best_epoch=epoch, bad_epochs=0)
-            save_checkpoint(
-                {"model": evaluated.state_dict(), "epoch": epoch, "classes": classes, "config": cfg.model_dump_json()},
-                best_path,
-            )
+        if _improved(m[tc.monitor], state["best_metric"], tc.monitor):
+            state.update(best_metric=m[tc.monitor], best_epoch=epoch, bad_epochs=0)
+            save_checkpoint({"model": trainer.evaluated.state_dict(), "epoch": epoch, **model_facts}, best_path)
         else:
             state["bad_epochs"] += 1
         stopped_early = bool(tc.early_stopping) and state["bad_epochs"] >= tc.early_stopping
         if tc.time_budget_min and epoch == (resumed_from or 0) + 1:
-            sized = sched if per_step else None
-            last_epoch = fit_schedule_to_budget(
-                sized, steps_per_epoch, tc.epochs, epoch, budget_s - elapsed(), row["seconds"]
-            )
-            state["budget_epochs"] = last_epoch
-            log.info("time budget of %.1f min holds %d of %d epochs", tc.time_budget_min, last_epoch, tc.epochs)
-        state["elapsed_s"] = elapsed()
-        if _budget_ends(epoch, tc.epochs, last_epoch, state["elapsed_s"], budget_s):
+            sched = trainer.batch_schedule
+            state["budget_epochs"] = budget.fit(sched, trainer.steps_per_epoch, epoch, row["seconds"])
+        state["elapsed_s"] = budget.elapsed()
+        if budget.ends(epoch, state["elapsed_s"]):
             log.info("time budget of %.1f min used after epoch %d: stopping", tc.time_budget_min, epoch)
             stopped_early = True
-        save_checkpoint(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else {},
-                "scaler": scaler.state_dict(),
-                **({} if ema is None else {"ema": ema.state_dict()}),
-                "classes": classes,
-                "config": cfg.model_dump_json(),
-                **state,
-            },
-            last_path,
-        )
-        log.info(
-            "epoch %d/%d train_loss=%.4f %s (%.1fs)%s",
-            epoch,
-            tc.epochs,
-            row["train_loss"],
-            " ".join(f"val_{k}={v:.4f}" for k, v in m.items()),
-            row["seconds"],
-            " early stop" if stopped_early else "",
-        )
+        save_checkpoint({**trainer.state_dict(), **model_facts, **state}, last_path)
+        _log_epoch(row, m, tc.epochs, stopped_early)
         if on_epoch is not None:
             on_epoch(row)
 
@@ -361,7 +402,7 @@ def fit(
         epochs_run=state["epoch"],
         resumed_from=resumed_from,
         stopped_early=stopped_early,
-        device=str(device),
+        device=str(trainer.device),
         seconds=time.perf_counter() - start,
         history=state["history"],
     )
