@@ -24,7 +24,7 @@ from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from flows.params import Overrides, Preset
 from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
-from ml.report import decision_text
+from ml.report import summary_markdown
 from tasks.alerts import alert_on_crash, send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
@@ -81,24 +81,9 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     champion = challenge_production(cfg, prepared, exported, production, run_dir)
     latency_ms = measure_latency(cfg, prepared, exported)
     gate = gate_model(cfg, prepared, evaluation, exported, latency_ms, champion)
-    # 6. publish the version with its drift reference; `production` moves only if the gate passed and no other
-    #    run promoted meanwhile
-    unit = "tile" if cfg.model.task == "segment" else "image"
-    facts = {
-        "dataset": prepared.root,
-        "fingerprint": prepared.fingerprint[:16],
-        "train/val": _sizes(prepared),
-        "device": trained.device,
-        "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
-        "onnx": f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/{unit}",
-        "compared with production": production or "none (first version)",
-    }
-    if exported.quantization:
-        q = exported.quantization
-        facts["onnx"] += f" (int8 {q['mode']}; fp32 {q['fp32']['size_bytes'] / 1e6:.2f} MB, parity is fp32's)"
-    if evaluation.threshold is not None:
-        facts["decision"] = decision_text(evaluation.metrics["decision"])
-    report_md = write_report(cfg.name, evaluation, gate, facts, run_dir / "report.md")
+    # 6. publish the version with its report and drift reference; `production` moves only if the gate passed and
+    #    no other run promoted meanwhile
+    report_md = write_report(cfg, prepared, trained, evaluation, exported, gate, latency_ms, production, run_dir)
     # what flows.monitor compares production with, predicted at the version's decision threshold
     reference = build_reference(cfg, prepared, exported, run_dir, evaluation.threshold)
     published = publish_model(
@@ -117,7 +102,7 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
         "store": cfg.storage.uri,
         "version_uri": published.version_uri,
     }
-    publish_artifacts(cfg.name, evaluation, gate, _summary_markdown(summary, report_md))
+    publish_artifacts(cfg.name, evaluation, gate, summary_markdown(summary, report_md.read_text()))
     # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)
     summary["alerts"] = send_alerts(cfg, published.version, gate, champion)
     if not gate.passed:
@@ -125,19 +110,6 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     if not promotion.promoted:
         raise PromotionLost(summary)
     return summary
-
-
-def _sizes(prepared) -> str:
-    return "/".join(str(sum(prepared.counts[s].values())) for s in ("train", "val"))
-
-
-def _summary_markdown(summary: dict[str, Any], report_md: Path) -> str:
-    verdict = "promoted to production" if summary["promoted"] else f"NOT promoted ({summary['promotion']})"
-    head = (
-        f"**{summary['model']} {summary['version']}**: {verdict}; production is now "
-        f"`{summary['production']}`.\n\nModel: `{summary['version_uri']}/model.onnx`\n\n"
-    )
-    return head + report_md.read_text()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml.gate import GateReport
+
+if TYPE_CHECKING:
+    from ml.data.prepare import PreparedData
+    from ml.export import ExportResult
+    from ml.train import TrainResult
 
 
 def _fmt(value: Any) -> str:
@@ -99,3 +104,40 @@ def run_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def run_facts(
+    prepared: PreparedData,
+    trained: TrainResult,
+    exported: ExportResult,
+    latency_ms: float,
+    production: str | None,
+    unit: str,
+    decision: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """The "Run" section of report.md: data, device, epochs, the ONNX file, what production it was compared with,
+    and a binary model's decision threshold. `unit`: what latency is per (image, tile)."""
+    sizes = "/".join(str(sum(prepared.counts[s].values())) for s in ("train", "val"))
+    onnx = f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/{unit}"
+    if q := exported.quantization:
+        onnx += f" (int8 {q['mode']}; fp32 {q['fp32']['size_bytes'] / 1e6:.2f} MB, parity is fp32's)"
+    facts = {
+        "dataset": str(prepared.root),
+        "fingerprint": prepared.fingerprint[:16],
+        "train/val": sizes,
+        "device": trained.device,
+        "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
+        "onnx": onnx,
+        "compared with production": production or "none (first version)",
+    }
+    return facts | ({"decision": decision_text(decision)} if decision else {})
+
+
+def summary_markdown(summary: dict[str, Any], report: str) -> str:
+    """The `<model>-summary` artifact: the verdict, where the model went, then the report."""
+    verdict = "promoted to production" if summary["promoted"] else f"NOT promoted ({summary['promotion']})"
+    head = (
+        f"**{summary['model']} {summary['version']}**: {verdict}; production is now "
+        f"`{summary['production']}`.\n\nModel: `{summary['version_uri']}/model.onnx`\n\n"
+    )
+    return head + report
