@@ -35,6 +35,9 @@ from ml.storage import S3Store, open_store
 from ml.thresholds import decide
 
 CHANNEL_NAMES = ("red", "green", "blue")
+# input values per onnxruntime call (OnnxClassifier.run): 682 RGB 32 x 32 images, 14 grey 384 x 384 ones. A
+# 256-image batch of 384 px tiles through a flip-TTA ResNet peaked at 16 GB; this bounds it near 1 GB.
+MAX_CALL_VALUES = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -148,11 +151,16 @@ class OnnxClassifier:
         self.threshold = threshold  # a binary model's decision threshold (eval.decision), None: argmax
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probs N x K, raw pooled features N x F or None) for uint8 images N x size x size x channels."""
-        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        """(probs N x K, raw pooled features N x F or None) for uint8 images N x size x size x channels; one
+        onnxruntime call per MAX_CALL_VALUES input values, so memory does not grow with batch x image size."""
         names = ["probs", "embedding"] if self.has_embedding else ["probs"]
-        out = self.session.run(names, {self.input: x})
-        return out[0].astype(np.float64), out[1] if self.has_embedding else None
+        step = max(1, MAX_CALL_VALUES // int(np.prod(images.shape[1:])))
+        outs = []
+        for i in range(0, max(len(images), 1), step):
+            x = np.ascontiguousarray(images[i : i + step].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+            outs.append(self.session.run(names, {self.input: x}))
+        probs = np.concatenate([o[0] for o in outs]).astype(np.float64)
+        return probs, np.concatenate([o[1] for o in outs]) if self.has_embedding else None
 
     def prepare(self, data: bytes) -> tuple[dict[str, float], np.ndarray]:
         """Decode at the training conversion (ml.data.layouts.to_array), measure, resize to the model's input."""

@@ -18,6 +18,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
 
+import ml.inference
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.score import main as score_main
@@ -91,6 +92,23 @@ def _store_copy(published: SimpleNamespace, tmp_path: Path) -> str:
     """A store of its own holding the published model (so each flow test has its own prediction log)."""
     shutil.copytree(published.tmp / "store", tmp_path / "store")
     return f"file://{tmp_path / 'store'}"
+
+
+def test_a_large_batch_is_scored_in_calls_of_bounded_size_with_the_same_result(published, monkeypatch):
+    model = published.production.classifier()
+    side, channels = model.size, model.channels
+    images = np.random.default_rng(0).integers(0, 256, (10, side, side, channels), dtype=np.uint8)
+    whole_probs, whole_emb = model.run(images)
+    calls = []
+    session_run = model.session.run
+    model.session = SimpleNamespace(
+        run=lambda names, feed: calls.append(len(feed[model.input])) or session_run(names, feed)
+    )
+    monkeypatch.setattr(ml.inference, "MAX_CALL_VALUES", 3 * side * side * channels)
+    probs, emb = model.run(images)
+    assert calls == [3, 3, 3, 1]
+    np.testing.assert_allclose(probs, whole_probs, atol=1e-6)
+    np.testing.assert_allclose(emb, whole_emb, atol=1e-5)
 
 
 @pytest.mark.slow  # the module's model is trained on first use
