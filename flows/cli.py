@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from prefect.states import State
 from pydantic import ValidationError
 
 from ml.config import DEFAULT_STORE, RunConfig, load_config, parse_override
+
+STORE_PATTERN, URL_PATTERN = r"^(file|s3)://.+", r"^https?://"  # what ml.storage.open_store and boto3 take
+
+if TYPE_CHECKING:  # the registry CLI imports this module and needs no Prefect
+    from prefect.states import State
 
 
 def doc_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -31,10 +37,24 @@ def add_set(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
+def _matching(pattern: str, what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not re.match(pattern, value):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
 def add_store(p: argparse.ArgumentParser) -> None:
-    """--store and --endpoint-url: where the registry and logs are, for flows that take no preset."""
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"artifact store URI (default {DEFAULT_STORE})")
-    p.add_argument("--endpoint-url", help="S3-compatible server (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
+    """--store and --endpoint-url: where the registry and logs are, for flows that take no preset (checked as
+    the flows' parameters are, so a typo exits 2 before any work)."""
+    store = _matching(STORE_PATTERN, "file://DIR or s3://bucket/prefix")
+    url = _matching(URL_PATTERN, "an http(s):// URL")
+    p.add_argument("--store", default=DEFAULT_STORE, type=store, help=f"artifact store URI (default {DEFAULT_STORE})")
+    p.add_argument(
+        "--endpoint-url", type=url, help="S3-compatible server (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)"
+    )
 
 
 def run_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the demo needs a classifier on generated shapes (data.synthetic.kind=shapes); {args.preset!r} is not")
         return 2
     sets = [f"--set={item}" for item in args.overrides] + (["--store", args.store] if args.store else [])
+    # steps 2-4 take no preset: the store (and its S3 server) the retrain published to
+    store = ["--store", cfg.storage.uri] + (
+        ["--endpoint-url", cfg.storage.endpoint_url] if cfg.storage.endpoint_url else []
+    )
 
     print(f"\n== 1/4 retrain: python -m flows.retrain --preset {args.preset}", flush=True)
     if retrain_main(["--preset", args.preset, *sets]) != 0:
@@ -59,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
     batch = shifted_batch(cfg, cfg.storage.workdir.parent / "incoming" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
     print(f"\n== 2/4 score a shifted batch (darkened x{DARKEN}, blurred {BLUR} px): {batch}", flush=True)
-    if score_main(["--model", cfg.name, "--source", str(batch), "--store", cfg.storage.uri]) != 0:
+    if score_main(["--model", cfg.name, "--source", str(batch), *store]) != 0:
         return 1
 
     print(f"\n== 3/4 monitor the last day of {cfg.name}'s prediction log", flush=True)
-    if monitor_main(["--model", cfg.name, "--window", "1d", "--store", cfg.storage.uri]) != 0:
+    if monitor_main(["--model", cfg.name, "--window", "1d", *store]) != 0:
         return 1
 
     # under pool/<model>/: the pool the scheduled select-for-labeling/<model> deployment reads (recursively)
@@ -72,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         pool, cfg.data.synthetic.model_copy(update={"seed": cfg.data.synthetic.seed + 2, "per_class": 50})
     )
     print(f"\n== 4/4 select the {LABEL_BUDGET} images most worth labeling from a new pool: {pool}", flush=True)
-    return select_main(
-        ["--model", cfg.name, "--pool", str(pool), "--store", cfg.storage.uri, "--budget", str(LABEL_BUDGET)]
-    )
+    return select_main(["--model", cfg.name, "--pool", str(pool), *store, "--budget", str(LABEL_BUDGET)])
 
 
 if __name__ == "__main__":

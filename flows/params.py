@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from flows.cli import STORE_PATTERN, URL_PATTERN
 from ml.config import PRESET_DIR
 
 PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
@@ -17,9 +18,9 @@ PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 Preset = Literal[PRESETS]  # type: ignore[valid-type]
 Overrides = dict[str, Any] | None
 ModelName = Annotated[str, Field(min_length=1)]
-Store = Annotated[str, Field(pattern=r"^(file|s3)://.+")]  # what ml.storage.open_store opens
+Store = Annotated[str, Field(pattern=STORE_PATTERN)]
 Source = Annotated[str, Field(min_length=1)]
-EndpointUrl = Annotated[str | None, Field(pattern=r"^https?://")]
+EndpointUrl = Annotated[str | None, Field(pattern=URL_PATTERN)]
 Window = Annotated[str | None, Field(pattern=r"^[1-9][0-9]*[hd]$")]  # as MonitorConfig.window
 Budget = Annotated[int | None, Field(ge=1)]
 Seeds = Annotated[int, Field(ge=2)]  # a 95% CI needs two runs at least

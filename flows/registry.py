@@ -3,8 +3,8 @@
     python -m flows.registry list demo
     python -m flows.registry show demo [VERSION]                # metadata.json (default: production's version)
     python -m flows.registry promote demo VERSION [--force]     # --force: even if its gate failed
-    python -m flows.registry rollback demo [VERSION] [--force]  # default: `previous`, the production version
-                                                                # before, never one it was rolled back from
+    python -m flows.registry rollback demo [VERSION] [--force]  # default: the newest earlier production version
+                                                                # (`list` marks it), never one rolled back from
     python -m flows.registry list demo --store s3://bucket/prefix [--endpoint-url http://127.0.0.1:9000]
 
 Moves of `production` are conditional on the alias not changing between read and write (as in the flow), so a

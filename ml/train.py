@@ -202,13 +202,12 @@ def _classifier_objective(
 
 class _Budget:
     """train.time_budget_min over every call of a run: time spent before a resume counts, and a resumed run keeps
-    the epoch its schedule was fitted to end at."""
+    the epoch its schedule was fitted to end at (`fitted`: for the same budget; None: the planned epochs)."""
 
-    def __init__(self, minutes: float | None, planned: int, spent_before: float, fitted: int | None):
-        self.minutes, self.planned, self.spent_before = minutes, planned, spent_before
+    def __init__(self, minutes: float | None, planned: int, spent_before: float, fitted: int | None, start: float):
+        self.minutes, self.planned, self.spent_before, self.start = minutes, planned, spent_before, start
         self.seconds = 60 * minutes if minutes else math.inf
         self.last_epoch = min(planned, fitted or planned)  # where the schedule ends
-        self.start = time.perf_counter()
 
     def elapsed(self) -> float:
         return self.spent_before + time.perf_counter() - self.start
@@ -301,10 +300,11 @@ class _Trainer:
             self.ema,
         )
         m = self.validate(self.evaluated, self.device, self.use_amp)
+        row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in m.items()}}
+        row |= {"lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # the rate it trained at
         if self.sched is not None and not self.per_step:
             self.sched.step(m[tc.monitor])
-        row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in m.items()}}
-        return row | {"lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}, m
+        return row, m
 
     def resume(self, last_path: Path, state: dict[str, Any]) -> dict[str, Any]:
         """Load `last.pt` back (the schedule's length comes from the current config) and return its run state;
@@ -354,15 +354,17 @@ def fit(
     trainer = _Trainer.build(cfg, train_ds, val_ds, classes, objective)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    # elapsed_s: time counted against the budget, over every call; budget_epochs: what the budget was fitted to
+    # elapsed_s: time counted against the budget, over every call; budget_epochs: what budget_min was fitted to
     state = {"epoch": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    state |= {"elapsed_s": 0.0, "budget_epochs": None}
+    state |= {"elapsed_s": 0.0, "budget_epochs": None, "budget_min": tc.time_budget_min}
     resumed_from = None
     if tc.resume and last_path.exists():
         state = trainer.resume(last_path, state)
         resumed_from = state["epoch"]
         log.info("resuming %s after epoch %d (%.0f s of the budget spent)", last_path, resumed_from, state["elapsed_s"])
-    budget = _Budget(tc.time_budget_min, tc.epochs, state["elapsed_s"], state["budget_epochs"])
+    fitted = state["budget_epochs"] if state["budget_min"] == tc.time_budget_min else None  # a new budget: re-fit
+    budget = _Budget(tc.time_budget_min, tc.epochs, state["elapsed_s"], fitted, start)
+    state["budget_min"] = tc.time_budget_min
     _set_schedule_length(trainer.batch_schedule, budget.last_epoch * trainer.steps_per_epoch)
     stopped_early = state["bad_epochs"] >= (tc.early_stopping or 10**9)
     if not stopped_early and budget.ends(state["epoch"], budget.spent_before):

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.exceptions import ParameterTypeError
 from prefect.runtime import flow_run as current_run
 from prefect.utilities.urls import url_for
 
@@ -68,8 +69,8 @@ def alert_on_crash(flow: Any, flow_run: Any, state: Any) -> None:
         error = state.result(raise_on_failure=False)
     except Exception as e:  # a crashed run's result may not be retrievable
         error = e
-    if isinstance(error, NotPromoted):
-        return  # a verdict: the gate already alerted, or another run won the promotion
+    if isinstance(error, NotPromoted | ParameterTypeError):
+        return  # a verdict (the gate already alerted, or another run won the promotion), or a caller's typo
     model, alerts = _alert_target(flow.name, flow_run.parameters or {})
     if not isinstance(error, BaseException):
         error = state.message or f"flow run ended in state {state.type}"

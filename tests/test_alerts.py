@@ -186,7 +186,9 @@ def test_crash_alert_tells_bad_data_from_a_crash():
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_failing_monitor_alerts_too(tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(ENV_WEBHOOK, receiver.url + "/monitor")  # the scoring-side flows have no preset
-    state = monitor("ghost", f"file://{tmp_path / 'store'}", cache_dir=str(tmp_path / "cache"), return_state=True)
+    store = f"file://{tmp_path / 'store'}"
+    assert monitor("ghost", store, window="7 days", return_state=True).is_failed()  # a typo: no alert
+    state = monitor("ghost", store, cache_dir=str(tmp_path / "cache"), return_state=True)
     assert state.is_failed()
     (text,) = receiver.texts("/monitor")
     assert "*ghost*: flow crashed" in text and "monitor: RegistryError" in text and "no versions at all" in text

@@ -33,6 +33,7 @@ from flows.evaluate import evaluate
 from flows.experiment import experiment
 from flows.monitor import monitor
 from flows.retrain import retrain
+from flows.score import main as score_main
 from flows.score import score
 from flows.select_for_labeling import select_for_labeling
 from flows.validate_data import validate_data_flow
@@ -204,6 +205,10 @@ def test_bad_flow_parameters_fail_before_any_work(tmp_path):
         monitor("demo", f"file://{tmp_path}", window="7 days")
     with pytest.raises(ParameterTypeError, match="store"):
         score("demo", str(tmp_path), store=str(tmp_path))  # a path, not file://
+    for bad in (["--store", str(tmp_path)], ["--endpoint-url", "localhost:9000"]):  # the CLI: exit 2, as argparse
+        with pytest.raises(SystemExit) as exit_info:
+            score_main(["--model", "demo", "--source", str(tmp_path), *bad])
+        assert exit_info.value.code == 2
     assert not list(tmp_path.iterdir())
 
 
