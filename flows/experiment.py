@@ -42,7 +42,9 @@ def experiment(
     overrides: Overrides = None,
     ablate: list[Ablation] | None = None,
 ) -> dict[str, Any]:
-    """Train `seeds` times per variant (baseline + each ablation); summarise every headline metric.
+    """Train `seeds` times per variant (baseline + each ablation); summarise every headline metric. With a time
+    budget, every run trains the epochs the budget gave the first one, so runs differ by seed and variant only,
+    not by how busy the machine was.
 
     Args:
         preset: deployments/presets/<preset>.yaml, the runs' config.
@@ -52,14 +54,17 @@ def experiment(
     """
     variants = {"baseline": {}, **{f"no-{a}": ABLATIONS[a] for a in ablate or []}}
     runs: list[dict[str, Any]] = []
+    pinned: dict[str, Any] = {}  # after a budgeted first run: its epochs, no budget
     for variant, extra in variants.items():
         for seed in range(seeds):
-            cfg = load_config(preset, {**(overrides or {}), **extra, "train.seed": seed})
+            cfg = load_config(preset, {**(overrides or {}), **extra, **pinned, "train.seed": seed})
             run_dir = cfg.storage.workdir / cfg.name / "experiments" / f"{variant}-seed{seed}-{uuid.uuid4().hex[:6]}"
             prepared = validate_data(cfg, run_dir)
             trained = train_model(cfg, prepared, run_dir)
+            if cfg.train.time_budget_min and not pinned:
+                pinned = {"train.epochs": trained.epochs_run, "train.time_budget_min": None}
             evaluation = evaluate_model(cfg, prepared, trained, run_dir)
-            runs.append({"variant": variant, "seed": seed, **evaluation.scalars()})
+            runs.append({"variant": variant, "seed": seed, "epochs": trained.epochs_run, **evaluation.scalars()})
             print(
                 f"{variant} seed {seed}: "
                 + ", ".join(f"{k}={v:.4f}" for k, v in evaluation.scalars().items() if isinstance(v, float))

@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
 from flows.experiment import experiment
+from ml.checkpoint import load_checkpoint
 from ml.stats import mean_ci
 from tests.conftest import tiny_overrides
 
@@ -24,3 +27,15 @@ def test_experiment_runs_seeds_and_the_augmentation_ablation(tmp_path):
     ]
     acc = {r["variant"]: r for r in result["summary"] if r["metric"] == "accuracy"}
     assert set(acc) == {"baseline", "no-augment"} and all(r["n"] == 2 for r in acc.values())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_every_run_trains_the_epochs_the_budget_gave_the_first(tmp_path):
+    over = tiny_overrides(tmp_path, **{"train.epochs": 3, "train.time_budget_min": 1e-4})  # spent in epoch 1
+    result = experiment("demo", seeds=2, overrides=over)
+    assert [r["epochs"] for r in result["runs"]] == [1, 1]
+    (second,) = (tmp_path / "runs" / "demo" / "experiments").glob("baseline-seed1-*/last.pt")
+    train = json.loads(load_checkpoint(second, "cpu")["config"])["train"]
+    assert (train["epochs"], train["time_budget_min"]) == (1, None)  # pinned, not cut by its own budget
+    assert "epochs" not in {r["metric"] for r in result["summary"]}
