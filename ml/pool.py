@@ -135,7 +135,7 @@ def scored_pool(
     """The pool's rows, batch by batch: ml.inference columns (+ uncertain_share for segmenters) and sha256."""
     items = image_source(pool, production.classes, endpoint_url)
     if production.is_segmenter:
-        yield from prediction_rows(production, items, lab.uncertain_band, mon.batch_size, mon.workers)
+        yield from segment_stream(Segmenter.of(production), items, lab.uncertain_band, mon.batch_size, mon.workers)
         return
     digests: dict[str, str] = {}
     for frame in score_stream(production.classifier(), _hashing(items, digests), mon.batch_size, mon.workers):
