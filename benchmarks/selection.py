@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.scoring import CLASSES, KINDS, generate, peak_rss_mb, prepare_model, warm  # noqa: E402
-from ml.config import LabelingConfig, MonitorConfig  # noqa: E402
 from ml.labeling import select_batch  # noqa: E402
+from ml.production_config import LabelingConfig, MonitorConfig  # noqa: E402
 from ml.reference import Production  # noqa: E402
 from ml.storage import FileStore  # noqa: E402
 

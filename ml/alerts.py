@@ -18,9 +18,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ml.config import AlertConfig
 from ml.data.layouts import DatasetError
 from ml.gate import ChampionEval, GateReport, RuleResult, regressions
+from ml.production_config import AlertConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml.config import IMAGE_PROPERTIES, MonitorConfig
+from ml.production_config import IMAGE_PROPERTIES, MonitorConfig
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot  # evidently is imported lazily (_evidently)

@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.config import LabelingConfig, MonitorConfig, apply_overrides
+from ml.config import apply_overrides
 from ml.data.prepare import PreparedData
 from ml.inference import local_images
 from ml.labelstudio import brush_result, choices_result, label_config, labelstudio_task
 from ml.onnx_eval import open_session
 from ml.pool import PoolFiles, Segmenter, decode, scored_pool, thumbnail
+from ml.production_config import LabelingConfig, MonitorConfig
 from ml.reference import Production
 from ml.selection import Shortlist
 from ml.storage import ArtifactStore, sha256_file

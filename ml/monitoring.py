@@ -25,8 +25,9 @@ from typing import Any
 import pandas as pd
 
 from ml.alerts import Alert
-from ml.config import AlertConfig, MonitorConfig, apply_overrides
+from ml.config import apply_overrides
 from ml.drift import DriftResult, LiveMetrics, attach_labels, detect_drift, drift_report, live_metrics
+from ml.production_config import AlertConfig, MonitorConfig
 from ml.reference import Production
 from ml.storage import ArtifactStore, ConflictError
 

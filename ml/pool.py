@@ -30,12 +30,13 @@ import pandas as pd
 from botocore.config import Config
 from PIL import Image
 
-from ml.config import EvalConfig, LabelingConfig, MonitorConfig
+from ml.config import EvalConfig
 from ml.data.layouts import to_array
 from ml.data.profile import DECODE_ERRORS
 from ml.dataset import to_chw
 from ml.inference import ImageItem, embedding_columns, image_source, score_stream
 from ml.onnx_eval import open_session
+from ml.production_config import LabelingConfig, MonitorConfig
 from ml.reference import Production
 from ml.storage import sha256_bytes
 from ml.tiling import Predict, onnx_predictor, predict_tiled

@@ -19,8 +19,9 @@ from prefect.runtime import flow_run as current_run
 from prefect.utilities.urls import url_for
 
 from ml.alerts import Alert, NotPromoted, crash_alert, deliver, run_alerts
-from ml.config import AlertConfig, RunConfig, load_config
+from ml.config import RunConfig, load_config
 from ml.gate import ChampionEval, GateReport
+from ml.production_config import AlertConfig
 
 log = logging.getLogger("ml.alerts")  # forwarded to the run's logs (tasks/__init__.py)
 

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from ml.config import LabelingConfig, RunConfig
+from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.inference import image_source
@@ -30,6 +30,7 @@ from ml.monitoring import (
     write_log,
 )
 from ml.pool import prediction_rows
+from ml.production_config import LabelingConfig
 from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
 from ml.registry import Registry
 from ml.storage import open_store

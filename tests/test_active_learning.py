@@ -25,7 +25,7 @@ from flows.score import main as score_main
 from flows.select_for_labeling import main as select_main
 from flows.select_for_labeling import select_for_labeling
 from ml.classifier import export_classifier, train_classifier
-from ml.config import LabelingConfig, load_config
+from ml.config import load_config
 from ml.data.layouts import index_dataset
 from ml.data.prepare import prepare_dataset
 from ml.data.profile import profile_dataset
@@ -36,6 +36,7 @@ from ml.labelstudio import mask_to_rle, rle_to_mask
 from ml.monitoring import read_window
 from ml.onnx_eval import open_session
 from ml.pool import PoolFiles, Segmenter, decode
+from ml.production_config import LabelingConfig
 from ml.publish import model_input, publish_version, version_metadata
 from ml.reference import load_production, reference_for_run
 from ml.registry import Registry

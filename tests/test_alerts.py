@@ -32,9 +32,10 @@ from ml.alerts import (
     run_alerts,
     webhook_url,
 )
-from ml.config import AlertConfig, RunConfig, load_config
+from ml.config import RunConfig, load_config
 from ml.data.layouts import DatasetError
 from ml.gate import ChampionEval, GateReport, RuleResult
+from ml.production_config import AlertConfig
 from tasks.alerts import send_alerts
 from tests.conftest import tiny_overrides
 

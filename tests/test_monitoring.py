@@ -24,13 +24,14 @@ from flows.retrain import retrain
 from flows.score import main as score_main
 from flows.score import score
 from ml.classifier import export_classifier, train_classifier
-from ml.config import MonitorConfig, load_config
+from ml.config import load_config
 from ml.data.prepare import prepare_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.drift import attach_labels, detect_drift, live_metrics
 from ml.inference import image_source, score_stream
 from ml.monitoring import monitor_settings, read_window, write_log
 from ml.onnx_eval import evaluate_on_split
+from ml.production_config import MonitorConfig
 from ml.publish import publish_version, version_metadata
 from ml.reference import PROJECTION_FILE, REFERENCE_FILE, load_production, reference_for_run
 from ml.registry import Registry
