@@ -25,6 +25,7 @@ from flows.params import Overrides, Preset
 from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
 from ml.report import summary_markdown
+from ml.steps import RunRecords
 from tasks.alerts import alert_on_crash, send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
@@ -83,12 +84,11 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     gate = gate_model(cfg, prepared, evaluation, exported, latency_ms, champion)
     # 6. publish the version with its report and drift reference; `production` moves only if the gate passed and
     #    no other run promoted meanwhile
-    report_md = write_report(cfg, prepared, trained, evaluation, exported, gate, latency_ms, production, run_dir)
+    records = RunRecords(prepared, trained, evaluation, exported, gate, champion, latency_ms)
+    report_md = write_report(cfg, records, run_dir)
     # what flows.monitor compares production with, predicted at the version's decision threshold
     reference = build_reference(cfg, prepared, exported, run_dir, evaluation.threshold)
-    published = publish_model(
-        cfg, prepared, trained, evaluation, exported, gate, champion, latency_ms, report_md, reference
-    )
+    published = publish_model(cfg, records, report_md, reference)
     promotion = promote_model(cfg, published.version, gate, production)
 
     summary = {

@@ -6,13 +6,17 @@ import platform
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ml.config import RunConfig
 from ml.gate import GateReport, should_promote
 from ml.registry import PRODUCTION, AliasConflict, Registry
+
+if TYPE_CHECKING:
+    from ml.reference import ReferenceFiles
+    from ml.steps import RunRecords
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +62,47 @@ def version_metadata(cfg: RunConfig, **records: Any) -> dict[str, Any]:
         "environment": {"python": platform.python_version(), "torch": torch.__version__},
         **records,
     }
+
+
+def run_files(
+    cfg: RunConfig, records: RunRecords, report_md: Path, reference: ReferenceFiles | None = None
+) -> dict[str, Path]:
+    """A retrain's version files by their name in the version: model, config, metrics, history, report, plots
+    and, for a classifier, the drift reference (tasks.monitoring.build_reference). Writes config.json."""
+    run_dir = Path(records.exported.path).parent
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
+    return {
+        "model.onnx": Path(records.exported.path),
+        "config.json": run_dir / "config.json",
+        "metrics.json": Path(records.evaluation.metrics_path),
+        "history.json": run_dir / "history.json",
+        "report.md": report_md,
+        **{f"plots/{name}.png": Path(p) for name, p in records.evaluation.plots.items()},
+        **(reference.files() if reference else {}),
+    }
+
+
+def run_metadata(
+    cfg: RunConfig, records: RunRecords, labels_from_batches: dict[str, int], run: dict[str, Any]
+) -> dict[str, Any]:
+    """A retrain's metadata.json: version_metadata with the data, training, export, cost, gate and champion
+    records, the decision threshold scoring predicts with, and the flow run that made it."""
+    prepared, evaluation, exported = records.prepared, records.evaluation, records.exported
+    return version_metadata(
+        cfg,
+        metrics=evaluation.scalars(),
+        classes=prepared.classes,
+        input=model_input(cfg, exported.outputs),
+        dataset={"root": prepared.root, "fingerprint": prepared.fingerprint, "counts": prepared.counts},
+        labels_from_batches=labels_from_batches,
+        training={k: v for k, v in records.trained.to_dict().items() if k != "history"},
+        export=exported.to_dict(),
+        decision=evaluation.metrics.get("decision"),  # a binary threshold: scoring predicts with it
+        cost={"model_mb": exported.size_bytes / 1e6, "latency_ms": records.latency_ms},
+        gate=records.gate.to_dict(),
+        champion=records.champion.to_dict(),
+        run=run,
+    )
 
 
 def model_input(cfg: RunConfig, outputs: list[str]) -> dict[str, Any]:

@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ml.gate import GateReport
 
 if TYPE_CHECKING:
-    from ml.data.prepare import PreparedData
-    from ml.export import ExportResult
-    from ml.train import TrainResult
+    from ml.steps import RunRecords
 
 
 def _fmt(value: Any) -> str:
@@ -80,11 +78,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_markdown(
-    model: str, headline: dict[str, Any], gate: GateReport, metrics: dict[str, Any], facts: dict[str, Any]
-) -> str:
-    """The run's report: verdict first, then gate rules, headline metrics, per-class table, facts."""
-    scalar = {k: _fmt(v) for k, v in headline.items()}
+def run_markdown(model: str, task: str, records: RunRecords) -> str:
+    """The run's report.md (stored with the version): verdict first, then gate rules, headline metrics, the
+    per-class (or per-image) table, and the run's facts."""
+    gate, metrics = records.gate, records.evaluation.metrics
+    scalar = {k: _fmt(v) for k, v in records.evaluation.scalars().items()}
     lines = [
         f"# {model}: gate {gate.verdict}",
         "",
@@ -100,25 +98,18 @@ def run_markdown(
             else []
         ),
         "## Run",
-        *[f"- **{k}**: {v}" for k, v in facts.items()],
+        *[f"- **{k}**: {v}" for k, v in run_facts(records, "tile" if task == "segment" else "image").items()],
         "",
     ]
     return "\n".join(lines)
 
 
-def run_facts(
-    prepared: PreparedData,
-    trained: TrainResult,
-    exported: ExportResult,
-    latency_ms: float,
-    production: str | None,
-    unit: str,
-    decision: dict[str, Any] | None = None,
-) -> dict[str, str]:
+def run_facts(records: RunRecords, unit: str) -> dict[str, str]:
     """The "Run" section of report.md: data, device, epochs, the ONNX file, what production it was compared with,
     and a binary model's decision threshold. `unit`: what latency is per (image, tile)."""
+    prepared, trained, exported = records.prepared, records.trained, records.exported
     sizes = "/".join(str(sum(prepared.counts[s].values())) for s in ("train", "val"))
-    onnx = f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {latency_ms:.2f} ms/{unit}"
+    onnx = f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {records.latency_ms:.2f} ms/{unit}"
     if q := exported.quantization:
         onnx += f" (int8 {q['mode']}; fp32 {q['fp32']['size_bytes'] / 1e6:.2f} MB, parity is fp32's)"
     facts = {
@@ -128,8 +119,10 @@ def run_facts(
         "device": trained.device,
         "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
         "onnx": onnx,
-        "compared with production": production or "none (first version)",
+        "compared with production": records.champion.production_version or "none (first version)",
     }
+    evaluation = records.evaluation
+    decision = evaluation.metrics["decision"] if evaluation.threshold is not None else None
     return facts | ({"decision": decision_text(decision)} if decision else {})
 
 

@@ -13,6 +13,7 @@ The tasks call these, so a new task kind is one module with the same functions p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,21 @@ from ml.classifier import Evaluation
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
+from ml.gate import ChampionEval, GateReport
 from ml.train import TrainResult
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """What one retrain's steps produced: the report and the version's metadata are written from all of it."""
+
+    prepared: PreparedData
+    trained: TrainResult
+    evaluation: Evaluation
+    exported: ExportResult
+    gate: GateReport
+    champion: ChampionEval  # its production_version is the champion the run was judged against
+    latency_ms: float
 
 
 def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:

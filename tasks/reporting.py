@@ -10,31 +10,16 @@ from prefect.cache_policies import NO_CACHE
 
 from ml.classifier import Evaluation
 from ml.config import RunConfig
-from ml.data.prepare import PreparedData
-from ml.export import ExportResult
 from ml.gate import GateReport
-from ml.report import gate_rows, metric_rows, run_facts, run_markdown
-from ml.train import TrainResult
+from ml.report import gate_rows, metric_rows, run_markdown
+from ml.steps import RunRecords
 
 
 @task(name="write-report", cache_policy=NO_CACHE)
-def write_report(
-    cfg: RunConfig,
-    prepared: PreparedData,
-    trained: TrainResult,
-    evaluation: Evaluation,
-    exported: ExportResult,
-    gate: GateReport,
-    latency_ms: float,
-    production: str | None,
-    run_dir: Path,
-) -> Path:
+def write_report(cfg: RunConfig, records: RunRecords, run_dir: Path) -> Path:
     """The run's report.md on disk (it is stored with the version): verdict, gate, metrics, the run's facts."""
-    unit = "tile" if cfg.model.task == "segment" else "image"
-    decision = evaluation.metrics["decision"] if evaluation.threshold is not None else None
-    facts = run_facts(prepared, trained, exported, latency_ms, production, unit, decision)
     path = run_dir / "report.md"
-    path.write_text(run_markdown(cfg.name, evaluation.scalars(), gate, evaluation.metrics, facts))
+    path.write_text(run_markdown(cfg.name, cfg.model.task, records))
     return path
 
 
