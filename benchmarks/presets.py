@@ -5,8 +5,11 @@
     python benchmarks/presets.py doodle --set train.epochs=2
 
 Each preset runs through the whole retrain flow (validate, train, evaluate, export, gate, publish into a
-scratch store). Writes benchmarks/results/presets.md and presets.json: validation metrics, train time,
-training images/s, ONNX latency and size, gate verdict, and the machine it ran on.
+scratch store). A promoted model is then used as a user would next: its validation images, re-encoded as JPEG
+so that they are new to the registry, are scored into the prediction log (flows.score) and a labeling batch of
+POOL_BUDGET is picked from them (flows.select_for_labeling). Writes benchmarks/results/presets.md and
+presets.json: validation metrics, train time, training images/s, ONNX latency and size, gate verdict, scoring
+images/s and the batch picked, and the machine it ran on.
 """
 
 from __future__ import annotations
@@ -30,15 +33,20 @@ if "PREFECT_HOME" not in os.environ:  # a scratch Prefect database, removed at e
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from flows.retrain import GateFailed, retrain  # noqa: E402
+from flows.score import score  # noqa: E402
+from flows.select_for_labeling import select_for_labeling  # noqa: E402
 from ml.config import RunConfig, load_config, parse_override  # noqa: E402
 from ml.onnx_eval import latency_ms  # noqa: E402
 from ml.registry import Registry  # noqa: E402
 from ml.storage import open_store  # noqa: E402
 
 HEADLINE = ("accuracy", "macro_f1", "auroc", "f1", "iou", "edge_iou")
+POOL_BUDGET = 20  # images per labeling batch picked from the validation images
 
 
 def machine() -> str:
@@ -54,6 +62,34 @@ def onnx_latency(cfg: RunConfig, registry: Registry, version: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.fetch(cfg.name, version, "model.onnx", Path(tmp) / "model.onnx")
         return latency_ms(path, np.random.default_rng(0).random(shape, dtype=np.float32))
+
+
+def operate(cfg: RunConfig, store: str, split_csv: Path) -> dict:
+    """Score new images with the production model and pick a labeling batch from them, through the flows users
+    run. The real datasets have no unlabelled images, so the pool is the validation images re-encoded as JPEG:
+    new files to the registry (images of the dataset itself are skipped as known), in class folders so that
+    scoring logs their labels."""
+    split = pd.read_csv(split_csv)
+    val = split[split["split"] == "val"]
+    if (val["row"] >= 0).any():
+        return {"operate": "rows of .npy files: no image files to score"}
+    with tempfile.TemporaryDirectory(prefix="visionflow-pool-") as tmp:
+        pool = Path(tmp) / "pool"
+        for i, r in enumerate(val.itertuples()):
+            copy = pool / (str(r.label) if cfg.model.task == "classify" else "") / f"{i:05d}.jpg"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            image = Image.open(r.path)
+            image.convert("L" if image.mode in ("1", "L", "I;16") else "RGB").save(copy, quality=95)
+        cache = str(Path(tmp) / "cache")
+        scored = score(cfg.name, str(pool), store, cache_dir=cache)
+        picked = select_for_labeling(cfg.name, str(pool), store, budget=POOL_BUDGET, cache_dir=cache)
+    return {
+        "scored": scored["rows"],
+        "score_images_per_s": round(scored["images_per_s"], 1),
+        "selected": picked["selected"],
+        "known": picked["known"],
+        "select_s": round(picked["seconds"], 1),
+    }
 
 
 def run_preset(preset: str, overrides: dict, store: str) -> dict:
@@ -74,6 +110,8 @@ def run_preset(preset: str, overrides: dict, store: str) -> dict:
     latency = next((r["measured"] for r in meta["gate"]["rules"] if r["rule"].startswith("latency")), None)
     if latency is None:
         latency = onnx_latency(cfg, Registry(open_store(store)), summary["version"])
+    split_csv = cfg.storage.workdir / cfg.name / meta["run"]["flow_run_id"] / "split.csv"
+    used = operate(cfg, store, split_csv) if summary["promoted"] else {"operate": "not promoted: not scored"}
     return {
         "preset": preset,
         "model": cfg.model.name,
@@ -90,6 +128,7 @@ def run_preset(preset: str, overrides: dict, store: str) -> dict:
         "train_images": n_train,
         "val_images": sum(counts["val"].values()),
         "wall_s": round(wall, 1),
+        **used,
     }
 
 
@@ -102,6 +141,13 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def _used(row: dict) -> str:
+    """The scoring and labeling columns: figures, why they are missing, or blank for rows measured before."""
+    if "scored" in row:
+        return f"{row['score_images_per_s']} | {row['selected']} of {row['scored']} in {row['select_s']} s"
+    return f"{row.get('operate', '')} | "
+
+
 def markdown(rows: list[dict], mode: str) -> str:
     machines = sorted({r["machine"] for r in rows})
     lines = [
@@ -109,19 +155,20 @@ def markdown(rows: list[dict], mode: str) -> str:
         "",
         *[f"Machine: {m}" for m in machines],
         "",
-        "| preset | model | metrics (validation, as gated) | gate | epochs | train s | img/s | ONNX MB | latency ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| preset | model | metrics (validation, as gated) | gate | epochs | train s | img/s | ONNX MB | latency ms "
+        "| scored img/s | labeling batch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['preset']} | error: {r['error']} | | | | | | | |")
+            lines.append(f"| {r['preset']} | error: {r['error']} | | | | | | | | | |")
             continue
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
         if r.get("measured_on"):
             metrics += f" ({r['measured_on']})"
         lines.append(
             f"| {r['preset']} | {r['model']} | {metrics} | {r['gate']} | {r['epochs']} | {r['train_s']} "
-            f"| {r['train_images_per_s']} | {r['onnx_mb']} | {_ms(r['latency_ms'])} |"
+            f"| {r['train_images_per_s']} | {r['onnx_mb']} | {_ms(r['latency_ms'])} | {_used(r)} |"
         )
     return "\n".join(lines) + "\n"
 
