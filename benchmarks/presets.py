@@ -5,8 +5,8 @@
     python benchmarks/presets.py doodle --set train.epochs=2
 
 Each preset runs through the whole retrain flow (validate, train, evaluate, export, gate, publish into a
-scratch store). A promoted model is then used as a user would next: its validation images, re-encoded as JPEG
-so that they are new to the registry, are scored into the prediction log (flows.score) and a labeling batch of
+scratch store). A promoted model is then used as a user would next: its validation images, written as JPEG so
+that they are new to the registry, are scored into the prediction log (flows.score) and a labeling batch of
 POOL_BUDGET is picked from them (flows.select_for_labeling). Writes benchmarks/results/presets.md and
 presets.json: validation metrics, train time, training images/s, ONNX latency and size, gate verdict, scoring
 images/s and the batch picked, and the machine it ran on.
@@ -41,6 +41,7 @@ from flows.retrain import GateFailed, retrain  # noqa: E402
 from flows.score import score  # noqa: E402
 from flows.select_for_labeling import select_for_labeling  # noqa: E402
 from ml.config import RunConfig, load_config, parse_override  # noqa: E402
+from ml.data.layouts import load_image  # noqa: E402
 from ml.onnx_eval import latency_ms  # noqa: E402
 from ml.registry import Registry  # noqa: E402
 from ml.storage import open_store  # noqa: E402
@@ -66,20 +67,18 @@ def onnx_latency(cfg: RunConfig, registry: Registry, version: str) -> float:
 
 def operate(cfg: RunConfig, store: str, split_csv: Path) -> dict:
     """Score new images with the production model and pick a labeling batch from them, through the flows users
-    run. The real datasets have no unlabelled images, so the pool is the validation images re-encoded as JPEG:
-    new files to the registry (images of the dataset itself are skipped as known), in class folders so that
-    scoring logs their labels."""
+    run. The real datasets have no unlabelled images, so the pool is the validation images (rows of .npy files
+    included) written as JPEG: new files to the registry (images of the dataset itself are skipped as known), in
+    class folders so that scoring logs their labels."""
     split = pd.read_csv(split_csv)
     val = split[split["split"] == "val"]
-    if (val["row"] >= 0).any():
-        return {"operate": "rows of .npy files: no image files to score"}
     with tempfile.TemporaryDirectory(prefix="visionflow-pool-") as tmp:
         pool = Path(tmp) / "pool"
         for i, r in enumerate(val.itertuples()):
             copy = pool / (str(r.label) if cfg.model.task == "classify" else "") / f"{i:05d}.jpg"
             copy.parent.mkdir(parents=True, exist_ok=True)
-            image = Image.open(r.path)
-            image.convert("L" if image.mode in ("1", "L", "I;16") else "RGB").save(copy, quality=95)
+            pixels = load_image(r.path, r.row, cfg.data.channels)
+            Image.fromarray(pixels[..., 0] if cfg.data.channels == 1 else pixels).save(copy, quality=95)
         cache = str(Path(tmp) / "cache")
         scored = score(cfg.name, str(pool), store, cache_dir=cache)
         picked = select_for_labeling(cfg.name, str(pool), store, budget=POOL_BUDGET, cache_dir=cache)
