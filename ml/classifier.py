@@ -27,6 +27,7 @@ from ml.export import ExportResult, export_checked
 from ml.gate import scalar_metrics
 from ml.models import pick_device
 from ml.plots import confusion_png, curves_png
+from ml.storage import atomic_write
 from ml.thresholds import decide
 from ml.train import TrainResult, fit, load_trained
 from ml.tta import FlipTTA, tta_metrics
@@ -44,7 +45,7 @@ def load_split(cfg: RunConfig, prepared: PreparedData, side: str) -> tuple[np.nd
     index = {c: i for i, c in enumerate(prepared.classes)}
     images = load_resized(frame, d.channels, d.image_size)
     targets = frame["label"].map(index).to_numpy(np.int64)
-    np.savez(cache, images=images, targets=targets)
+    atomic_write(cache, lambda f: np.savez(f, images=images, targets=targets))  # ranks may write it at once
     return images, targets
 
 
@@ -64,7 +65,7 @@ def load_masks(cfg: RunConfig, prepared: PreparedData, side: str) -> np.ndarray:
     resize = A.Resize(size, size, interpolation=cv2.INTER_NEAREST)
     empty = np.zeros((size, size), np.uint8)
     masks = np.stack([resize(image=load_mask(p))["image"] if p else empty for p in paths])
-    np.savez(cache, masks=masks)
+    atomic_write(cache, lambda f: np.savez(f, masks=masks))
     return masks
 
 

@@ -71,7 +71,7 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write through a temp file in the same directory, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -150,17 +150,17 @@ class FileStore(ArtifactStore):
         return self.root / check_key(key)
 
     def _put(self, key: str, data: bytes) -> str:
-        _atomic_write(self._path(key), lambda f: f.write(data))
+        atomic_write(self._path(key), lambda f: f.write(data))
         return sha256_bytes(data)
 
     def put_file(self, key: str, path: str | Path) -> None:
         with open(path, "rb") as src:
-            _atomic_write(self._path(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
+            atomic_write(self._path(key), lambda f: shutil.copyfileobj(src, f, 1 << 20))
 
     def get_file(self, key: str, dest_path: str | Path) -> Path:
         try:
             with open(self._path(key), "rb") as src:
-                return _atomic_write(Path(dest_path), lambda f: shutil.copyfileobj(src, f, 1 << 20))
+                return atomic_write(Path(dest_path), lambda f: shutil.copyfileobj(src, f, 1 << 20))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise self._missing(key) from None
 
@@ -232,7 +232,7 @@ class S3Store(ArtifactStore):
 
     def get_file(self, key: str, dest_path: str | Path) -> Path:
         try:
-            return _atomic_write(Path(dest_path), lambda f: self.client.download_fileobj(self.bucket, self._k(key), f))
+            return atomic_write(Path(dest_path), lambda f: self.client.download_fileobj(self.bucket, self._k(key), f))
         except ClientError as e:
             if e.response["Error"]["Code"] in _MISSING:
                 raise self._missing(key) from None
