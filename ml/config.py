@@ -166,6 +166,8 @@ class TrainConfig(Section):
     ema: float | None = Field(None, gt=0, lt=1)
     amp: bool = True  # used on CUDA only
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # data-parallel ranks (DDP, ml.distributed): GPUs on CUDA, processes on CPU; batch_size is per device
+    devices: int = Field(1, ge=1)
     seed: int = 0
     deterministic: bool = False
     num_workers: int = Field(0, ge=0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml import classifier, onnx_eval, segmenter
+from ml import classifier, distributed, onnx_eval, segmenter
 from ml.classifier import Evaluation
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
@@ -40,9 +40,10 @@ class RunRecords:
 
 
 def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
-    if cfg.model.task == "segment":
-        return segmenter.train_segmenter(cfg, prepared, run_dir)
-    return classifier.train_classifier(cfg, prepared, run_dir)
+    train = segmenter.train_segmenter if cfg.model.task == "segment" else classifier.train_classifier
+    if cfg.train.devices > 1:
+        return distributed.launch(train, cfg, prepared, run_dir)
+    return train(cfg, prepared, run_dir)
 
 
 def evaluate_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> Evaluation:

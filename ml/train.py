@@ -1,6 +1,7 @@
 """The training loop: AdamW, cosine/OneCycle/plateau, label smoothing, class weights, focal loss, MixUp, weight EMA,
 early stopping, best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, gradient accumulation and
-clipping, seeding, a progress bar. Classifiers and segmenters (ml.segmenter passes its own objective) share it.
+clipping, seeding, a progress bar; DistributedDataParallel when ml.distributed started it as one of several ranks.
+Classifiers and segmenters (ml.segmenter passes its own objective) share it.
 
     result = fit(cfg, train_ds, val_ds, classes, run_dir)   # plain PyTorch, no Prefect
 
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from tqdm import tqdm
 
+from ml import ranks
 from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.config import RunConfig, TrainConfig
 from ml.dataset import make_loader
@@ -75,13 +78,14 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 def weighted_sampler(targets: np.ndarray, num_classes: int, seed: int) -> WeightedRandomSampler:
     """train.sampler=weighted: each sample drawn with its class's balanced weight, so every class comes up
-    about equally often (with replacement; an epoch keeps its length)."""
+    about equally often (with replacement; an epoch keeps its length, shared out over the ranks)."""
     weights = class_weights(targets, num_classes)[torch.as_tensor(targets, dtype=torch.long)]
     gen = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(weights.double(), num_samples=len(targets), replacement=True, generator=gen)
+    n = ranks.shard_size(len(targets))
+    return WeightedRandomSampler(weights.double(), num_samples=n, replacement=True, generator=gen)
 
 
-def _scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+def _scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int) -> tuple[Any, bool]:
     """Returns (scheduler, steps per batch?) — cosine and OneCycle step per batch, plateau per epoch."""
     total = tc.epochs * steps_per_epoch
     if tc.scheduler == "cosine":
@@ -133,7 +137,7 @@ def _train_epoch(
     batches: tqdm,
     criterion: nn.Module,
     opt: torch.optim.Optimizer,
-    step_sched,
+    step_sched: Any,
     scaler: torch.amp.GradScaler,
     grad_clip: float | None,
     device: torch.device,
@@ -141,10 +145,10 @@ def _train_epoch(
     accumulate: int = 1,
     mix: MixUp | None = None,
     ema: AveragedModel | None = None,
-) -> float:
-    """One pass over the training batches; returns the mean loss. The optimizer (and `step_sched`, if given)
-    steps every `accumulate` batches and after the last one; `ema` averages the weights after each step.
-    `mix` turns each batch into MixUp pairs."""
+) -> tuple[float, int]:
+    """One pass over the training batches; returns the summed loss and the number of samples. The optimizer (and
+    `step_sched`, if given) steps every `accumulate` batches and after the last one; `ema` averages the weights
+    after each step. `mix` turns each batch into MixUp pairs."""
     model.train()
     total, seen = 0.0, 0
     opt.zero_grad(set_to_none=True)
@@ -170,7 +174,7 @@ def _train_epoch(
                 ema.update_parameters(model)
             if step_sched is not None:
                 step_sched.step()
-    return total / max(seen, 1)
+    return total, seen
 
 
 # (model, device, amp) -> validation metrics by name; must include train.monitor. Logged as val_<name>.
@@ -212,9 +216,9 @@ class _Budget:
     def elapsed(self) -> float:
         return self.spent_before + time.perf_counter() - self.start
 
-    def fit(self, sched: Any, steps_per_epoch: int, done: int, epoch_s: float) -> int:
+    def fit(self, sched: Any, steps_per_epoch: int, done: int, epoch_s: float, elapsed_s: float) -> int:
         """After the first epoch of a call: the epochs the rest of the budget holds (the schedule ends there)."""
-        left = self.seconds - self.elapsed()
+        left = self.seconds - elapsed_s
         self.last_epoch = fit_schedule_to_budget(sched, steps_per_epoch, self.planned, done, left, epoch_s)
         log.info("time budget of %.1f min holds %d of %d epochs", self.minutes, self.last_epoch, self.planned)
         return self.last_epoch
@@ -230,6 +234,7 @@ class _Trainer:
 
     tc: TrainConfig
     model: nn.Module
+    net: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper on several devices
     opt: torch.optim.Optimizer
     sched: Any
     per_step: bool  # cosine and OneCycle step per batch; plateau per epoch, on the monitored metric
@@ -254,18 +259,21 @@ class _Trainer:
         tc, device = cfg.train, pick_device(cfg.train.device)
         use_amp = tc.amp and device.type == "cuda"
         model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
+        net = _data_parallel(model, device) if ranks.active() else model  # rank 0's weights on every rank
         if objective is None:
             criterion, sampler, validate, mix = _classifier_objective(
                 tc, cfg.model.head, train_ds, val_ds, classes, device
             )
         else:
             (criterion, validate), sampler, mix = objective, None, None
+        if sampler is None:  # on several ranks: one shuffle (rank 0's seed), split between them
+            sampler = ranks.shard_sampler(train_ds, ranks.from_main(tc.seed))
         loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         sched, per_step = _scheduler(tc, opt, max(1, math.ceil(len(loader) / tc.accumulate)))
         scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
-        return cls(tc, model, opt, sched, per_step, scaler, ema, loader, criterion, validate, mix, device, use_amp)
+        return cls(tc, model, net, opt, sched, per_step, scaler, ema, loader, criterion, validate, mix, device, use_amp)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -282,11 +290,14 @@ class _Trainer:
         return self.sched if self.per_step else None
 
     def epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
-        """Train one epoch and validate: (history row, validation metrics)."""
+        """Train one epoch and validate: (history row, validation metrics). On several ranks, rank 0 validates
+        and every rank gets its metrics and its clock, so all take the same decisions after the epoch."""
         t0, tc = time.perf_counter(), self.tc
-        bar = tqdm(self.loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None if tc.progress else True)
-        train_loss = _train_epoch(
-            self.model,
+        ranks.set_epoch(self.loader.sampler, epoch)
+        quiet = not (tc.progress and ranks.is_main())
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=True if quiet else None)
+        total, seen = _train_epoch(
+            self.net,
             bar,
             self.criterion,
             self.opt,
@@ -299,9 +310,11 @@ class _Trainer:
             self.mix,
             self.ema,
         )
-        m = self.validate(self.evaluated, self.device, self.use_amp)
-        row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in m.items()}}
+        train_loss = ranks.mean_over_ranks(total, seen, self.device)
+        m = self.validate(self.evaluated, self.device, self.use_amp) if ranks.is_main() else None
+        row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in (m or {}).items()}}
         row |= {"lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # the rate it trained at
+        row, m = ranks.from_main((row, m))
         if self.sched is not None and not self.per_step:
             self.sched.step(m[tc.monitor])
         return row, m
@@ -327,6 +340,13 @@ class _Trainer:
             "scaler": self.scaler.state_dict(),
             **({} if self.ema is None else {"ema": self.ema.state_dict()}),
         }
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP over the process group: gradients are averaged across ranks every backward pass. static_graph: the
+    same parameters take part in every step, some never (a U-Net leaves its encoder's deepest stages unused)."""
+    ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, static_graph=True)
 
 
 def _log_epoch(row: dict[str, float], m: dict[str, float], epochs: int, stopped: bool) -> None:
@@ -379,23 +399,26 @@ def fit(
         state["epoch"] = epoch
         if _improved(m[tc.monitor], state["best_metric"], tc.monitor):
             state.update(best_metric=m[tc.monitor], best_epoch=epoch, bad_epochs=0)
-            save_checkpoint({"model": trainer.evaluated.state_dict(), "epoch": epoch, **model_facts}, best_path)
+            if ranks.is_main():
+                save_checkpoint({"model": trainer.evaluated.state_dict(), "epoch": epoch, **model_facts}, best_path)
         else:
             state["bad_epochs"] += 1
         stopped_early = bool(tc.early_stopping) and state["bad_epochs"] >= tc.early_stopping
+        state["elapsed_s"] = ranks.from_main(budget.elapsed())
         if tc.time_budget_min and epoch == (resumed_from or 0) + 1:
-            sched = trainer.batch_schedule
-            state["budget_epochs"] = budget.fit(sched, trainer.steps_per_epoch, epoch, row["seconds"])
-        state["elapsed_s"] = budget.elapsed()
+            sched, steps = trainer.batch_schedule, trainer.steps_per_epoch
+            state["budget_epochs"] = budget.fit(sched, steps, epoch, row["seconds"], state["elapsed_s"])
         if budget.ends(epoch, state["elapsed_s"]):
             log.info("time budget of %.1f min used after epoch %d: stopping", tc.time_budget_min, epoch)
             stopped_early = True
-        save_checkpoint({**trainer.state_dict(), **model_facts, **state}, last_path)
-        _log_epoch(row, m, tc.epochs, stopped_early)
+        if ranks.is_main():
+            save_checkpoint({**trainer.state_dict(), **model_facts, **state}, last_path)
+            _log_epoch(row, m, tc.epochs, stopped_early)
         if on_epoch is not None:
             on_epoch(row)
 
-    (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+    if ranks.is_main():
+        (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
     return TrainResult(
         best_checkpoint=str(best_path),
         last_checkpoint=str(last_path),
@@ -404,7 +427,7 @@ def fit(
         epochs_run=state["epoch"],
         resumed_from=resumed_from,
         stopped_early=stopped_early,
-        device=str(trainer.device),
+        device=str(trainer.device) if ranks.world() == 1 else f"{trainer.device} x{ranks.world()}",
         seconds=time.perf_counter() - start,
         history=state["history"],
     )

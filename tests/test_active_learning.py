@@ -45,7 +45,7 @@ from ml.selection import Shortlist, k_center_greedy
 from ml.storage import open_store, sha256_file
 from ml.tiling import onnx_predictor
 from ml.uncertainty import class_uncertainty, pixel_uncertainty
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides, tiny_seg_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
 
 MODEL = "al-demo"
@@ -76,23 +76,9 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """demo-seg shrunk as in tests/test_segmentation.py: 6 pages of ~96 px, 64 px crops and tiles, 1 epoch."""
+    """demo-seg shrunk (tests.conftest.tiny_seg_overrides): 6 pages of ~96 px, 64 px crops and tiles, 1 epoch."""
     tmp = tmp_path_factory.mktemp("active-learning-seg")
-    over = {
-        "data.root": str(tmp / "data"),
-        "data.synthetic.per_class": 6,
-        "data.synthetic.size": 96,
-        "data.crop_size": 64,
-        "data.crops_per_image": 2,
-        "eval.tile": 64,
-        "train.epochs": 1,
-        "train.batch_size": 4,
-        "train.progress": False,
-        "storage.workdir": str(tmp / "runs"),
-        "storage.uri": f"file://{tmp / 'store'}",
-        "gate.min": {},
-    }
-    cfg = load_config("demo-seg", over)
+    cfg = load_config("demo-seg", tiny_seg_overrides(tmp))
     prepared = prepare_dataset(cfg.data, tmp / "run")
     exported = export_segmenter(cfg, prepared, train_segmenter(cfg, prepared, tmp / "run"), tmp / "run")
     _publish(cfg.storage.uri, cfg, {"model.onnx": Path(exported.path)}, prepared.classes, exported.outputs)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from ml.alerts import (
 )
 from ml.config import RunConfig, load_config
 from ml.data.layouts import DatasetError
+from ml.distributed import free_port
 from ml.gate import ChampionEval, GateReport, RuleResult
 from ml.production_config import AlertConfig
 from tasks.alerts import send_alerts
@@ -92,9 +92,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _dead_url() -> str:
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+    return f"http://127.0.0.1:{free_port()}/hook"  # a port that was free a moment ago: nothing listens there
 
 
 FAILED_GATE = GateReport([RuleResult("accuracy >= 1.01", 1.01, 0.5, False), RuleResult("loss <= 9", 9, 0.4, True)])
@@ -198,16 +196,10 @@ def test_a_failing_monitor_alerts_too(tmp_path: Path, receiver: Receiver, monkey
 # --- a real Prefect server: the automation of deployments/automations/ turns our events into a webhook call ----
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     """`prefect server start` with its own PREFECT_HOME; yields the environment of a client pointed at it."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "server-home"),

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from flows.score import score
 from flows.select_for_labeling import select_for_labeling
 from flows.validate_data import validate_data_flow
 from ml.config import PRESET_DIR, load_config
+from ml.distributed import free_port
 from ml.registry import Registry
 from ml.storage import open_store
 from tests.conftest import tiny_overrides
@@ -63,12 +63,6 @@ class DemoRun:
     state: str
     store: str
     worker_log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = 10) -> None:
@@ -117,7 +111,7 @@ def _tail(path: Path) -> str:
 def server(tmp_path_factory) -> Iterator[Server]:
     """`make server` on a free loopback port, with its own PREFECT_HOME (SQLite) under tmp."""
     home = tmp_path_factory.mktemp("prefect")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     url = f"http://127.0.0.1:{port}"

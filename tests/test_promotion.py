@@ -16,6 +16,7 @@ from torch import nn
 from flows import registry as registry_cli
 from flows.retrain import GateFailed, retrain
 from ml.alerts import NotPromoted
+from ml.distributed import free_port
 from ml.export import export_onnx
 from ml.gate import GateReport, RuleResult
 from ml.publish import promote_if_passed
@@ -26,7 +27,6 @@ from tests.s3_servers import (  # noqa: F401 (fixtures)
     ACCESS_KEY,
     SECRET_KEY,
     S3Server,
-    _free_port,
     _wait_until_answering,
     aws_env,
     moto_server,
@@ -193,7 +193,7 @@ def _start_rclone(root: Path, addr: str) -> subprocess.Popen:
 @pytest.mark.usefixtures("aws_env", "prefect_harness")
 def test_s3_server_killed_mid_upload_then_next_run_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast while the server is down
-    root, addr = tmp_path / "rclone", f"127.0.0.1:{_free_port()}"
+    root, addr = tmp_path / "rclone", f"127.0.0.1:{free_port()}"
     (root / "data" / "bucket").mkdir(parents=True)
     proc = _start_rclone(root, addr)
     try:

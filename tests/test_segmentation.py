@@ -18,6 +18,7 @@ from ml.losses import SegLoss, dice_loss, edge_loss, focal_loss
 from ml.models import build_model
 from ml.seg_metrics import boundary_band, image_scores, postprocess, summarize
 from ml.tiling import onnx_predictor, predict_tiled, torch_predictor
+from tests.conftest import tiny_seg_overrides
 
 CPU = torch.device("cpu")
 
@@ -227,22 +228,10 @@ def test_retrain_flow_trains_gates_and_publishes_a_segmenter(tmp_path):
     from ml.registry import Registry
     from ml.storage import open_store
 
-    over = {
-        "data.root": str(tmp_path / "data"),
-        "data.synthetic.per_class": 10,
-        "data.synthetic.size": 96,
-        "data.crop_size": 64,
-        "data.crops_per_image": 2,
-        "eval.tile": 64,
-        "eval.overlays": 2,
-        "train.epochs": 1,
-        "train.batch_size": 4,
-        "train.accumulate": 2,
-        "train.progress": False,
-        "storage.workdir": str(tmp_path / "runs"),
-        "storage.uri": f"file://{tmp_path / 'store'}",
-        "gate.min": {"f1": 0.01},
-    }
+    over = tiny_seg_overrides(
+        tmp_path,
+        **{"data.synthetic.per_class": 10, "eval.overlays": 2, "train.accumulate": 2, "gate.min": {"f1": 0.01}},
+    )
     summary = retrain("demo-seg", over)
     assert summary["promoted"] and {"f1", "f1_post", "iou", "edge_iou"} <= set(summary["metrics"])
     assert [r["rule"] for r in summary["gate"]["rules"]][0] == "f1 >= 0.01"
