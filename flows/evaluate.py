@@ -20,11 +20,12 @@ from prefect import flow
 
 from flows.cli import add_store, doc_parser, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Source, Store
+from flows.runs import run_named_by
 from ml.config import DEFAULT_STORE
 from tasks.holdout import evaluate_registered
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", flow_run_name=run_named_by("model"), log_prints=True)
 def evaluate(
     model: ModelName,
     data: Source,

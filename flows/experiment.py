@@ -20,6 +20,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, result_or_report, run_parser
 from flows.params import Overrides, Preset, Seeds
+from flows.runs import run_named_by
 from ml.config import AugmentConfig, load_config
 from ml.stats import mean_ci
 from tasks.data import validate_data
@@ -35,7 +36,7 @@ ABLATIONS = {
 Ablation = Literal[tuple(ABLATIONS)]  # type: ignore[valid-type]
 
 
-@flow(name="experiment", log_prints=True)
+@flow(name="experiment", flow_run_name=run_named_by("preset"), log_prints=True)
 def experiment(
     preset: Preset,
     seeds: Seeds = 3,

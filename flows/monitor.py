@@ -20,14 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
 from flows.cli import print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Store, Window
+from flows.runs import alerting_flow
 from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.reference import PRODUCTION_CACHE
-from tasks.alerts import alert_on_crash
 from tasks.monitoring import (
     check_drift,
     fetch_production,
@@ -38,7 +36,7 @@ from tasks.monitoring import (
 )
 
 
-@flow(name="monitor", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
+@alerting_flow("monitor", named_by="model")
 def monitor(
     model: ModelName,
     store: Store = DEFAULT_STORE,

@@ -17,16 +17,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from flows.params import Overrides, Preset
+from flows.runs import alerting_flow
 from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
 from ml.report import summary_markdown
 from ml.steps import RunRecords
-from tasks.alerts import alert_on_crash, send_alerts
+from tasks.alerts import send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
 from tasks.monitoring import build_reference
@@ -57,7 +57,7 @@ def run_dir_for(cfg: RunConfig) -> Path:
     return cfg.storage.workdir / cfg.name / str(flow_run.get_id() or uuid.uuid4())
 
 
-@flow(name="retrain", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
+@alerting_flow("retrain", named_by="preset")
 def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any]:
     """Retrain the model of a preset: validate, train, evaluate, export, gate, publish, promote.
 

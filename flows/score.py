@@ -19,19 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from pydantic import ValidationError
 
 from flows.cli import add_set, add_store, doc_parser, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
+from flows.runs import alerting_flow
 from ml.config import DEFAULT_STORE, parse_override
 from ml.monitoring import monitor_settings
 from ml.reference import PRODUCTION_CACHE
-from tasks.alerts import alert_on_crash
 from tasks.monitoring import fetch_production, run_name, score_images
 
 
-@flow(name="score", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
+@alerting_flow("score", named_by="model")
 def score(
     model: ModelName,
     source: Source,

@@ -26,20 +26,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
 from flows.cli import print_summary, result_or_report
 from flows.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
+from flows.runs import alerting_flow
 from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.labeling import labeling_settings
 from ml.reference import PRODUCTION_CACHE
-from tasks.alerts import alert_on_crash
 from tasks.labeling import choose_batch, publish_batch_artifact
 from tasks.monitoring import fetch_production, run_name
 
 
-@flow(name="select-for-labeling", log_prints=True, on_failure=[alert_on_crash], on_crashed=[alert_on_crash])
+@alerting_flow("select-for-labeling", named_by="model")
 def select_for_labeling(
     model: ModelName,
     pool: Source,

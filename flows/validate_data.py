@@ -20,11 +20,12 @@ from prefect.runtime import flow_run
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from flows.params import Overrides, Preset
+from flows.runs import run_named_by
 from ml.config import load_config
 from tasks.data import validate_data
 
 
-@flow(name="validate-data", log_prints=True)
+@flow(name="validate-data", flow_run_name=run_named_by("preset"), log_prints=True)
 def validate_data_flow(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any]:
     """Validate the dataset of a preset (profile, Great Expectations suite, split) without training.
 

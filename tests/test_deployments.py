@@ -227,6 +227,7 @@ def test_make_deploy_registers_schedule_limits_and_automations(server: Server, d
 @pytest.mark.slow
 def test_a_cli_triggered_run_completes_on_the_worker_and_publishes(server: Server, demo_run: DemoRun):
     assert demo_run.state == "COMPLETED", _tail(demo_run.worker_log)
+    assert re.fullmatch(r"demo-\d{8}-\d{6}", demo_run.name), demo_run.name  # the UI lists it by model and time
     registry = Registry(open_store(demo_run.store))
     (version,) = registry.versions("demo")
     assert registry.get_alias("demo", "production")["version"] == version

@@ -1,0 +1,29 @@
+"""How the flows' runs look in Prefect: named after their model, and alerting when they fail or crash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.alerts import alert_on_crash
+
+
+def run_named_by(param: str) -> Callable[[], str]:
+    """A flow_run_name: `<the parameter's value>-<UTC start>`, e.g. `logos-20261124-020000`, so a model's nightly
+    runs read apart in the UI's run list (instead of Prefect's random `zippy-mastodon`)."""
+
+    def name() -> str:
+        return f"{flow_run.parameters[param]}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+    return name
+
+
+def alerting_flow(name: str, named_by: str) -> Callable[[Callable[..., Any]], Any]:
+    """@flow for the flows that run unattended: a failure or crash alerts (tasks.alerts.alert_on_crash), and each
+    run is named by the parameter `named_by`."""
+    hooks = [alert_on_crash]
+    return flow(name=name, flow_run_name=run_named_by(named_by), log_prints=True, on_failure=hooks, on_crashed=hooks)
