@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prefect import flow
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from flows.cli import add_set, add_store, doc_parser, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
 from flows.runs import alerting_flow
 from ml.config import DEFAULT_STORE, parse_override
-from ml.monitoring import monitor_settings
+from ml.inference import source_shards
+from ml.monitoring import LogWritten, ShardedScoring, monitor_settings
 from ml.reference import PRODUCTION_CACHE
-from tasks.monitoring import fetch_production, run_name, score_images
+from tasks.monitoring import fetch_production, run_name, score_images, score_shard
 
 
 @alerting_flow("score", named_by="model")
@@ -52,8 +56,16 @@ def score(
     run = run_name()
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
-    # 2. stream the source through onnxruntime into the prediction log
-    written = score_images(production, source, store, overrides or {}, run, endpoint_url)
+    # 2. stream the source through onnxruntime into the prediction log: in one task, or in shards (monitor.shard_files)
+    #    on the task runner monitor.dask_address names
+    overrides = overrides or {}
+    mon, _ = monitor_settings(production.config, overrides)
+    if mon.shard_files is None:
+        written = score_images(production, source, store, overrides, run, endpoint_url)
+    else:
+        job = ShardedScoring(model, production.version, source, store, overrides, run, cache_dir, endpoint_url)
+        shards = score_shards.with_options(task_runner=shard_runner(mon.dask_address))
+        written = shards(job, production.classes, mon.shard_files)
     return {
         "model": model,
         "version": production.version,
@@ -62,6 +74,32 @@ def score(
         **written.to_dict(),
         "images_per_s": written.rows / written.seconds if written.seconds else None,
     }
+
+
+@flow(name="score-shards", log_prints=True)
+def score_shards(job: ShardedScoring, classes: list[str], shard_files: int) -> LogWritten:
+    """The source in shards of `shard_files` images, one score-shard task each, submitted as the listing goes, on
+    this subflow's task runner; their parquet parts and counts come back as one log.
+
+    Args:
+        job: the scoring run every shard shares (model version, source, store, settings, run name).
+        classes: the model's classes (a file in a folder named after one is logged with that label).
+        shard_files: images per shard (monitor.shard_files).
+    """
+    start = time.perf_counter()
+    shards = source_shards(job.source, classes, shard_files, job.endpoint_url)
+    futures = [score_shard.submit(job, refs, i) for i, refs in enumerate(shards)]
+    return LogWritten.merged((f.result() for f in futures), time.perf_counter() - start)
+
+
+def shard_runner(address: str | None) -> TaskRunner:
+    """Threads of this process (None), a Dask cluster of worker processes on this machine ("local"), or the
+    Dask scheduler at `address` (prefect-dask's DaskTaskRunner)."""
+    if address is None:
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner  # dask loads only where shards go to it
+
+    return DaskTaskRunner() if address == "local" else DaskTaskRunner(address=address)
 
 
 def parser(doc: str | None, sections: str = "monitor.* or alerts.*") -> argparse.ArgumentParser:

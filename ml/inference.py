@@ -95,6 +95,37 @@ def image_source(source: str, classes: Iterable[str] = (), endpoint_url: str | N
     raise ValueError(f"unsupported image source {source!r}: use a folder, file://PATH or s3://BUCKET/PREFIX")
 
 
+ImageRef = tuple[str, str]  # (file as logged: a path or an s3:// URI, label): an ImageItem that pickles
+
+
+def source_shards(
+    source: str, classes: Iterable[str], size: int, endpoint_url: str | None = None
+) -> Iterator[list[ImageRef]]:
+    """The source's images as lists of `size` references, listed lazily: the shards flows.score hands to tasks
+    that may run in other processes or on other machines (which reopen them with `referenced_images`)."""
+    shard: list[ImageRef] = []
+    for item in image_source(source, classes, endpoint_url):
+        shard.append((item.file, item.label))
+        if len(shard) == size:
+            yield shard
+            shard = []
+    if shard:
+        yield shard
+
+
+def referenced_images(refs: Iterable[ImageRef], endpoint_url: str | None = None) -> Iterator[ImageItem]:
+    """ImageItems again from (file, label) references: local paths, or s3:// URIs (one client per bucket)."""
+    stores: dict[str, S3Store] = {}
+    for file, label in refs:
+        if not file.startswith("s3://"):
+            yield ImageItem(file, Path(file).read_bytes, label)
+            continue
+        bucket, key = file[len("s3://") :].split("/", 1)  # not urlparse: a key may hold '#' or '?'
+        if bucket not in stores:
+            stores[bucket] = open_store(f"s3://{bucket}", endpoint_url)
+        yield ImageItem(file, lambda store=stores[bucket], key=key: store.get_bytes(key), label)
+
+
 def image_properties(img: np.ndarray) -> dict[str, float]:
     """Size, grey brightness/contrast/blur (as in data profiling) and channel means of a decoded HxWxC image."""
     grey = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)

@@ -46,6 +46,28 @@ class LogWritten:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def merged(cls, parts: Iterable[LogWritten], seconds: float) -> LogWritten:
+        """The shards of one scoring run as one (their keys in shard order; `seconds`: the run's wall time)."""
+        parts = list(parts)
+        keys = [key for part in parts for key in part.keys]
+        return cls(keys, *(sum(getattr(p, f) for p in parts) for f in ("rows", "unreadable", "labelled")), seconds)
+
+
+@dataclass(frozen=True)
+class ShardedScoring:
+    """What every shard of one flows.score run shares: the version it scores with, where the images and the
+    log are, the run's settings and name."""
+
+    model: str
+    version: str
+    source: str
+    store: str
+    overrides: dict[str, Any]
+    run: str
+    cache_dir: str  # where a shard's machine downloads the version (once)
+    endpoint_url: str | None = None
+
 
 def log_prefix(model: str) -> str:
     return f"monitoring/{model}/predictions/"
@@ -59,14 +81,16 @@ def write_log(
     source: str,
     frames: Iterable[pd.DataFrame],
     chunk_rows: int,
+    shard: int | None = None,
 ) -> LogWritten:
     """Append scored frames to the prediction log, `chunk_rows` rows per parquet part:
-    monitoring/<model>/predictions/date=YYYY-MM-DD/<run>-<part>.parquet (the date of the part's first row).
-    Each row gains timestamp (UTC, of its batch), model_version, run and source."""
+    monitoring/<model>/predictions/date=YYYY-MM-DD/<run>[-<shard>]-<part>.parquet (the date of the part's first
+    row). Each row gains timestamp (UTC, of its batch), model_version, run and source."""
+    name = run if shard is None else f"{run}-{shard:05d}"
     start, done = time.perf_counter(), LogWritten([], 0, 0, 0)
 
     def put(part: pd.DataFrame) -> None:
-        key = f"{log_prefix(model)}date={part['timestamp'].iloc[0]:%Y-%m-%d}/{run}-{len(done.keys):05d}.parquet"
+        key = f"{log_prefix(model)}date={part['timestamp'].iloc[0]:%Y-%m-%d}/{name}-{len(done.keys):05d}.parquet"
         data = io.BytesIO()
         part.to_parquet(data, index=False)
         store.put_bytes(key, data.getvalue())

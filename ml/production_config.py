@@ -51,6 +51,11 @@ class MonitorConfig(Section):
     batch_size: int = Field(256, ge=1)  # images per onnxruntime call when scoring
     workers: int = Field(4, ge=1)  # threads decoding images while the model runs
     chunk_rows: int = Field(10_000, ge=1)  # rows per prediction-log parquet file
+    # large sources: score in shards of this many files, one task each (retried alone); unset: one streaming task
+    shard_files: int | None = Field(None, ge=1)
+    # where the shards run: unset = threads of the flow's process; "local" = a Dask cluster of worker processes on
+    # this machine; tcp://host:8786 = a Dask scheduler (its workers need this repo and requirements.lock)
+    dask_address: str | None = Field(None, pattern=r"^(local|(tcp|tls)://.+)$")
     window: str = Field("7d", pattern=r"^[1-9][0-9]*[hd]$")  # log rows this recent are compared (h: hours, d: days)
     min_rows: int = Field(30, ge=2)  # fewer readable rows in the window: no verdict
     max_rows: int = Field(50_000, ge=100)  # larger windows are sampled down (seeded) before testing
@@ -67,6 +72,8 @@ class MonitorConfig(Section):
 
     @model_validator(mode="after")
     def _known_tests(self) -> MonitorConfig:
+        if self.dask_address and not self.shard_files:
+            raise ValueError("dask_address spreads shards over a Dask cluster: set shard_files too")
         if self.stattest not in NUM_STATTESTS or self.cat_stattest not in CAT_STATTESTS:
             raise ValueError(f"stattest must be in {list(NUM_STATTESTS)}, cat_stattest in {list(CAT_STATTESTS)}")
         known = IMAGE_PROPERTIES + PREDICTION_COLUMNS

@@ -164,7 +164,12 @@ def load_production(registry: Registry, model: str, cache_dir: Path) -> Producti
         versions = len(registry.versions(model))
         why = f"{versions} version(s), none promoted: no gate has passed yet" if versions else "no versions at all"
         raise RegistryError(f"model {model!r} has no {PRODUCTION} version in {registry.store.url()} ({why})")
-    version = alias["version"]
+    return load_version(registry, model, alias["version"], cache_dir)
+
+
+def load_version(registry: Registry, model: str, version: str, cache_dir: Path) -> Production:
+    """One version's model, projection and reference, downloaded (sha256-checked) into cache_dir/<model>/<version>/
+    once: a scoring shard on another machine loads exactly the version its flow started with."""
     meta = registry.metadata(model, version)
     folder = cache_dir / model / version
 

@@ -4,6 +4,7 @@ artifacts, alerts, and the retrain it may start."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from prefect.runtime import flow_run
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
-from ml.inference import image_source
+from ml.inference import ImageItem, ImageRef, image_source, referenced_images
 from ml.monitoring import (
     LogWritten,
     MonitorCheck,
+    ShardedScoring,
     check_window,
     claim_retrain,
     monitor_alerts,
@@ -31,7 +33,7 @@ from ml.monitoring import (
 )
 from ml.pool import prediction_rows
 from ml.production_config import LabelingConfig
-from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
+from ml.reference import Production, ReferenceFiles, load_production, load_version, reference_for_run
 from ml.registry import Registry
 from ml.storage import open_store
 from tasks.alerts import dispatch, flow_run_url
@@ -69,13 +71,35 @@ def score_images(
 ) -> LogWritten:
     """Stream the source through the model into the prediction log; unreadable files become rows, not errors.
     A segmenter's rows are its pixel uncertainty, unsure pixels being those in the version's labeling band."""
+    items = image_source(source, production.classes, endpoint_url)
+    return _log_scores(production, items, source, store, overrides, run, endpoint_url)
+
+
+@task(name="score-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def score_shard(job: ShardedScoring, refs: list[ImageRef], shard: int) -> LogWritten:
+    """One shard of a large source, wherever the task runner puts it (another process, a Dask worker): it loads
+    the version its flow started with (downloaded once per machine), and a retry rewrites the same parquet parts."""
+    registry = Registry(open_store(job.store, job.endpoint_url))
+    production = load_version(registry, job.model, job.version, Path(job.cache_dir))
+    items = referenced_images(refs, job.endpoint_url)
+    return _log_scores(production, items, job.source, job.store, job.overrides, job.run, job.endpoint_url, shard)
+
+
+def _log_scores(
+    production: Production,
+    items: Iterable[ImageItem],
+    source: str,
+    store: str,
+    overrides: dict[str, Any],
+    run: str,
+    endpoint_url: str | None,
+    shard: int | None = None,
+) -> LogWritten:
     mon, _ = monitor_settings(production.config, overrides)
     band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
-    items = image_source(source, production.classes, endpoint_url)
     frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
-    written = write_log(
-        open_store(store, endpoint_url), production.model, production.version, run, source, frames, mon.chunk_rows
-    )
+    log = open_store(store, endpoint_url)
+    written = write_log(log, production.model, production.version, run, source, frames, mon.chunk_rows, shard)
     get_run_logger().info(
         "%d images scored in %.1f s (%d unreadable) -> %d parquet part(s)",
         written.rows,

@@ -201,6 +201,32 @@ def test_score_streams_chunks_logs_unreadable_and_monitor_reports(published, tmp
     assert {"group", "column", "score", "verdict"} <= set(table[0]) and any(r["column"] == "pred" for r in table)
 
 
+def _logged(store: str, keys: list[str]) -> pd.DataFrame:
+    parts = [pd.read_parquet(io.BytesIO(open_store(store).get_bytes(k))) for k in keys]
+    return pd.concat(parts, ignore_index=True).sort_values("file", ignore_index=True)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("runner", [None, pytest.param("local", marks=pytest.mark.integration)])
+def test_sharded_scoring_logs_what_one_stream_logs(published, tmp_path, runner):
+    """monitor.shard_files: one task per shard (threads, or a real local Dask cluster of worker processes that
+    load the version themselves); the same rows as one stream, in parquet parts that never collide."""
+    store = _store_copy(published, tmp_path)
+    source = _draw(published, 600, per_class=10)  # 40 images in class folders
+    (source / "circle" / "broken.png").write_bytes(b"not an image")
+    whole = score("demo", str(source), store, {}, str(tmp_path / "cache"))
+    over = {"monitor.shard_files": 12, "monitor.chunk_rows": 5, "monitor.dask_address": runner}
+    sharded = score("demo", str(source), store, over, str(tmp_path / "cache"))
+    counts = ("rows", "unreadable", "labelled")
+    assert [sharded[k] for k in counts] == [whole[k] for k in counts] == [41, 1, 41]
+    assert len(sharded["keys"]) == len(set(sharded["keys"])) == 3 + 3 + 3 + 1  # shards of 12, 12, 12, 5 files
+    one, shards = _logged(store, whole["keys"]), _logged(store, sharded["keys"])
+    assert one["file"].tolist() == shards["file"].tolist() and one["pred"].tolist() == shards["pred"].tolist()
+    np.testing.assert_allclose(one["confidence"], shards["confidence"], atol=1e-5)
+    assert (shards["run"] == sharded["run"]).all() and (shards["model_version"] == published.version).all()
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_drift_alerts_and_starts_the_retrain_deployment_once_per_window(published, tmp_path, receiver):  # noqa: F811
@@ -270,6 +296,10 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         monitor_settings({}, {"monitor.columns": {"brightnes": {"threshold": 0.001}}})
     with pytest.raises(ValueError, match="only monitor"):
         monitor_settings({}, {"train.epochs": 3})
+    with pytest.raises(ValueError, match="set shard_files too"):
+        monitor_settings({}, {"monitor.dask_address": "tcp://scheduler:8786"})
+    with pytest.raises(ValueError, match="dask_address"):
+        monitor_settings({}, {"monitor.shard_files": 100, "monitor.dask_address": "scheduler:8786"})
     with pytest.raises(SystemExit) as exit_info:
         score_main(["--model", "demo", "--source", str(tmp_path), "--set", "monitor.batch_sise=8"])
     assert exit_info.value.code == 2
