@@ -47,9 +47,8 @@ class LogWritten:
         return asdict(self)
 
     @classmethod
-    def merged(cls, parts: Iterable[LogWritten], seconds: float) -> LogWritten:
+    def merged(cls, parts: list[LogWritten], seconds: float) -> LogWritten:
         """The shards of one scoring run as one (their keys in shard order; `seconds`: the run's wall time)."""
-        parts = list(parts)
         keys = [key for part in parts for key in part.keys]
         return cls(keys, *(sum(getattr(p, f) for p in parts) for f in ("rows", "unreadable", "labelled")), seconds)
 
