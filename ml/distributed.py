@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from ml.train import TrainResult
 
 TrainFn = Callable[[RunConfig, PreparedData, Path], TrainResult]
 RESULT = "train_result.json"  # rank 0 writes it into run_dir; launch reads it back
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
 def launch(train: TrainFn, cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
@@ -62,9 +64,9 @@ def _rank_main(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s | rank {rank}/{world} | %(name)s - %(message)s",
     )
-    dist.init_process_group(
-        "nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+    backend, address = "nccl" if cuda else "gloo", f"tcp://127.0.0.1:{port}"
+    # the others wait in a broadcast while rank 0 validates: a long validation (whole strokes pages) must not time out
+    dist.init_process_group(backend, init_method=address, rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT)
     try:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": cfg.train.seed + rank})})
         result = train(cfg, prepared, run_dir)

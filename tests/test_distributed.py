@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ml.checkpoint import load_checkpoint
 from ml.classifier import evaluate_classifier
@@ -47,3 +48,12 @@ def test_a_unet_whose_deepest_encoder_stages_go_unused_trains_on_two_ranks(tmp_p
     cfg = load_config("demo-seg", tiny_seg_overrides(tmp_path, **{"train.devices": 2}))
     trained = train_step(cfg, prepare_dataset(cfg.data, tmp_path / "prep"), tmp_path / "run")
     assert trained.device == "cpu x2" and np.isfinite(trained.history[0]["val_f1"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_two_gpus_train_one_model_over_nccl_with_amp(tmp_path):
+    over = tiny_overrides(tmp_path, **{"train.device": "cuda", "train.devices": 2, "train.amp": True})
+    cfg = load_config("demo", over)
+    trained = train_step(cfg, prepare_dataset(cfg.data, tmp_path / "prep"), tmp_path / "run")
+    assert trained.device == "cuda x2" and all(np.isfinite(h["train_loss"]) for h in trained.history)
