@@ -51,6 +51,20 @@ def mean_over_ranks(total: float, count: int, device: torch.device) -> float:
     return float(t[0] / t[1].clamp(min=1))
 
 
+def check_in_sync(model: torch.nn.Module, device: torch.device) -> None:
+    """Every rank must end with rank 0's weights (DDP averages every step's gradients); a rank that trained on its
+    own would ship nothing, so it fails the run instead of passing silently."""
+    if not active():
+        return
+    with torch.no_grad():
+        total = sum(p.double().sum() for p in model.parameters()).reshape(1).to(device)
+    low, high = total.clone(), total.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(f"data-parallel ranks ended with different weights (sums {low.item()} .. {high.item()})")
+
+
 def shard_sampler(ds: Dataset, seed: int) -> Sampler | None:
     """Each rank's share of a shuffled epoch (call set_epoch every epoch); None outside a process group."""
     if not active():

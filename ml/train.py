@@ -417,6 +417,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
 
+    ranks.check_in_sync(trainer.model, trainer.device)
     if ranks.is_main():
         (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
     return TrainResult(

@@ -28,9 +28,10 @@ def test_two_ranks_train_one_map_model_with_the_weighted_sampler_and_mixup(tmp_p
     assert metrics["auroc"] > 0.9 and metrics["macro_f1"] > 0.8, metrics  # the bar one process meets
 
 
-def test_ranks_stop_on_rank_zeros_clock_and_resume_together(tmp_path):
-    """A budget spent after the first epoch ends every rank there (one that went on would wait for the others
-    forever); a second call on the same run directory resumes on both ranks from last.pt."""
+def test_ranks_stop_after_the_same_epoch_and_resume_together(tmp_path):
+    """A budget spent after the first epoch ends every rank there (they follow rank 0's clock: one that went on
+    would wait for the others forever); a second call on the same run directory resumes on both from last.pt.
+    Every run also checks at its end that the ranks hold the same weights (ml.ranks.check_in_sync)."""
     over = tiny_overrides(tmp_path, **{"train.devices": 2, "train.epochs": 3, "train.time_budget_min": 1e-4})
     cfg = load_config("demo", over)
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
