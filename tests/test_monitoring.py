@@ -22,7 +22,7 @@ import ml.inference
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.score import main as score_main
-from flows.score import score
+from flows.score import score, shard_runner
 from ml.classifier import export_classifier, train_classifier
 from ml.config import load_config
 from ml.data.prepare import prepare_dataset
@@ -225,6 +225,7 @@ def test_sharded_scoring_logs_what_one_stream_logs(published, tmp_path, runner):
     assert one["file"].tolist() == shards["file"].tolist() and one["pred"].tolist() == shards["pred"].tolist()
     np.testing.assert_allclose(one["confidence"], shards["confidence"], atol=1e-5)
     assert (shards["run"] == sharded["run"]).all() and (shards["model_version"] == published.version).all()
+    assert type(shard_runner(runner)).__name__ == ("DaskTaskRunner" if runner else "ThreadPoolTaskRunner")
 
 
 @pytest.mark.slow
