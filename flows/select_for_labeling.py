@@ -23,17 +23,24 @@ up and records per batch how many it used (metadata.json: labels_from_batches).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from prefect import flow
 
 from flows.cli import print_summary, result_or_report
 from flows.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
 from flows.runs import alerting_flow
-from flows.score import overrides_or_exit, parser
+from flows.score import overrides_or_exit, parser, shard_runner
 from ml.config import DEFAULT_STORE
-from ml.labeling import labeling_settings
+from ml.inference import source_shards
+from ml.labeling import KnownImages, known_images, labeling_settings
+from ml.monitoring import ShardedScoring
 from ml.reference import PRODUCTION_CACHE
-from tasks.labeling import choose_batch, publish_batch_artifact
+from ml.selection import Shortlist
+from ml.storage import open_store
+from tasks.labeling import choose_batch, publish_batch_artifact, shortlist_shard, write_shortlisted
 from tasks.monitoring import fetch_production, run_name
 
 
@@ -62,11 +69,38 @@ def select_for_labeling(
     batch = run_name()  # sortable: later batches list after earlier ones
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
-    # 2. score the pool, skip queued and training images, pick the batch; tasks.json + selection.csv -> the store
-    selected = choose_batch(production, pool, store, overrides, batch, endpoint_url)
+    # 2. score the pool, skip queued and training images, pick the batch; tasks.json + selection.csv -> the store;
+    #    in one task, or in shards (monitor.shard_files) on the task runner monitor.dask_address names
+    _, mon = labeling_settings(production.config, overrides)
+    if mon.shard_files is None:
+        selected = choose_batch(production, pool, store, overrides, batch, endpoint_url)
+    else:
+        start = time.perf_counter()
+        job = ShardedScoring(model, production.version, pool, store, overrides, batch, cache_dir, endpoint_url)
+        shards = shortlist_shards.with_options(task_runner=shard_runner(mon.dask_address))
+        known, shortlists = shards(job, production.classes, mon.shard_files)
+        selected = write_shortlisted(production, job, shortlists, known, start)
     # 3. Prefect artifact: the batch with thumbnails and links
     publish_batch_artifact(selected)
     return {**selected.to_dict(), "images_per_s": selected.scored / selected.seconds if selected.seconds else None}
+
+
+@flow(name="shortlist-shards", log_prints=True)
+def shortlist_shards(job: ShardedScoring, classes: list[str], shard_files: int) -> tuple[KnownImages, list[Shortlist]]:
+    """The pool in shards of `shard_files` images, one shortlist-shard task each, on this subflow's task runner.
+
+    Args:
+        job: the selection every shard shares (model version, pool, store, settings, batch name).
+        classes: the model's classes.
+        shard_files: images per shard (monitor.shard_files).
+    """
+    # the images to skip are found here, where the version's training data is (not on a Dask worker)
+    production = job.production()
+    _, mon = labeling_settings(production.config, job.overrides)
+    known = known_images(open_store(job.store, job.endpoint_url), production, mon)
+    shards = source_shards(job.source, classes, shard_files, job.endpoint_url)
+    futures = [shortlist_shard.submit(job, refs, i, known.skip) for i, refs in enumerate(shards)]
+    return known, [f.result() for f in futures]
 
 
 def main(argv: list[str] | None = None) -> int:

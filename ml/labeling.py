@@ -2,6 +2,7 @@
 
     lab, mon = labeling_settings(production.config, {"labeling.strategy": "balanced"})
     batch = select_batch(store, production, "incoming/", lab, mon, "20261123T020000Z-1a2b3c4d")
+    # a large pool in shards (flows.select_for_labeling): shortlist_of per shard, merge_shortlists, finish_batch
     labels_from_batches(store, "demo", prepared)     # {batch: images of this dataset it supplied}
 
 Layout (DESIGN.md section 4):
@@ -23,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,10 +35,10 @@ import pandas as pd
 
 from ml.config import apply_overrides
 from ml.data.prepare import PreparedData
-from ml.inference import local_images
+from ml.inference import ImageItem, image_source, local_images
 from ml.labelstudio import brush_result, choices_result, label_config, labelstudio_task
 from ml.onnx_eval import open_session
-from ml.pool import PoolFiles, Segmenter, decode, scored_pool, thumbnail
+from ml.pool import PoolFiles, Segmenter, decode, scored_items, thumbnail
 from ml.production_config import LabelingConfig, MonitorConfig
 from ml.reference import Production
 from ml.selection import Shortlist
@@ -154,12 +156,64 @@ def select_batch(
 ) -> LabelingBatch:
     """Score the pool, skip known images, pick labeling.budget of them, write the batch (nothing if none)."""
     start = time.perf_counter()
+    known = known_images(store, production, mon)
+    shortlist = shortlist_of(production, image_source(pool, production.classes, endpoint_url), lab, mon, known.skip)
+    return finish_batch(store, production, shortlist, pool, lab, mon, batch, known, start, endpoint_url)
+
+
+@dataclass(frozen=True)
+class KnownImages:
+    """What a batch must not offer again: images queued in earlier batches or in the version's training data."""
+
+    skip: frozenset[str]  # their sha256
+    training: int | None  # images hashed under the version's data.root; None: not on this machine
+
+
+def known_images(store: ArtifactStore, production: Production, mon: MonitorConfig) -> KnownImages:
     root = production.config.get("data", {}).get("root")
     training = training_digests(Path(root), mon.workers) if root else None
     skip = set(earlier_selections(store, production.model)["sha256"]) | (training or set())
-    shortlist = Shortlist(lab.strategy, lab.measure, lab.budget, lab.candidates, lab.seed, skip)
-    for frame in scored_pool(production, pool, lab, mon, endpoint_url):
+    return KnownImages(frozenset(skip), None if training is None else len(training))
+
+
+def shortlist_of(
+    production: Production,
+    items: Iterable[ImageItem],
+    lab: LabelingConfig,
+    mon: MonitorConfig,
+    skip: Iterable[str],
+    seed_offset: int = 0,
+) -> Shortlist:
+    """The images a batch may pick from, streamed through the model; only the shortlist is kept. Shards of one pool
+    (seed_offset = shard) give shortlists that Shortlist.absorb merges into the pool's."""
+    shortlist = Shortlist(lab.strategy, lab.measure, lab.budget, lab.candidates, lab.seed + seed_offset, skip)
+    for frame in scored_items(production, items, lab, mon):
         shortlist.add(frame)
+    shortlist.skip = frozenset()  # all streamed: a shard's shortlist travels back without the (large) skip set
+    return shortlist
+
+
+def merge_shortlists(shortlists: Iterable[Shortlist], lab: LabelingConfig) -> Shortlist:
+    """The shortlist of a whole pool from those of its shards (none: an empty pool)."""
+    merged = Shortlist(lab.strategy, lab.measure, lab.budget, lab.candidates, lab.seed)
+    for part in shortlists:
+        merged.absorb(part)
+    return merged
+
+
+def finish_batch(
+    store: ArtifactStore,
+    production: Production,
+    shortlist: Shortlist,
+    pool: str,
+    lab: LabelingConfig,
+    mon: MonitorConfig,
+    batch: str,
+    known: KnownImages,
+    start: float,
+    endpoint_url: str | None = None,
+) -> LabelingBatch:
+    """Pick from the shortlist and write the batch (nothing if it is empty); `start`: when the selection began."""
     chosen = shortlist.select()
     record = LabelingBatch(
         production.model,
@@ -172,7 +226,7 @@ def select_batch(
         shortlist.unreadable,
         shortlist.known,
         len(chosen),
-        None if training is None else len(training),
+        known.training,
     )
     if len(chosen):
         files = PoolFiles(pool, lab, endpoint_url)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,8 +29,9 @@ from ml.alerts import Alert
 from ml.config import apply_overrides
 from ml.drift import DriftResult, LiveMetrics, attach_labels, detect_drift, drift_report, live_metrics
 from ml.production_config import AlertConfig, MonitorConfig
-from ml.reference import Production
-from ml.storage import ArtifactStore, ConflictError
+from ml.reference import Production, load_version
+from ml.registry import Registry
+from ml.storage import ArtifactStore, ConflictError, open_store
 
 DRIFT_DETECTED = "visionflow.drift.detected"
 LIVE_METRIC_DROPPED = "visionflow.live_metric.dropped"
@@ -55,8 +57,8 @@ class LogWritten:
 
 @dataclass(frozen=True)
 class ShardedScoring:
-    """What every shard of one flows.score run shares: the version it scores with, where the images and the
-    log are, the run's settings and name."""
+    """What every shard of one flows.score or flows.select_for_labeling run shares: the version it scores with,
+    where the images and the store are, the run's settings and name (the log's run, or the labeling batch)."""
 
     model: str
     version: str
@@ -66,6 +68,11 @@ class ShardedScoring:
     run: str
     cache_dir: str  # where a shard's machine downloads the version (once)
     endpoint_url: str | None = None
+
+    def production(self) -> Production:
+        """The version, loaded on the machine the shard runs on (sha256-checked, downloaded once there)."""
+        registry = Registry(open_store(self.store, self.endpoint_url))
+        return load_version(registry, self.model, self.version, Path(self.cache_dir))
 
 
 def log_prefix(model: str) -> str:

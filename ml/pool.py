@@ -1,7 +1,7 @@
 """An unlabeled pool, scored for active learning: one row per image, streamed, plus the chosen files read again.
 
-    for frame in scored_pool(production, "incoming/", lab, mon):   # file, readable, pred, confidence, margin,
-        ...                                                         # entropy, emb_*, sha256 (+ uncertain_share)
+    for frame in scored_items(production, image_source("incoming/"), lab, mon):
+        ...  # file, readable, pred, confidence, margin, entropy, emb_*, sha256 (+ uncertain_share)
     files = PoolFiles("s3://bucket/pool", lab)
     files.read(uri), files.url(uri)                                 # bytes; what Label Studio's data.image gets
 
@@ -34,7 +34,7 @@ from ml.config import EvalConfig
 from ml.data.layouts import to_array
 from ml.data.profile import DECODE_ERRORS
 from ml.dataset import to_chw
-from ml.inference import ImageItem, embedding_columns, image_source, score_stream
+from ml.inference import ImageItem, embedding_columns, score_stream
 from ml.onnx_eval import open_session
 from ml.production_config import LabelingConfig, MonitorConfig
 from ml.reference import Production
@@ -130,11 +130,10 @@ def _hashing(items: Iterable[ImageItem], digests: dict[str, str]) -> Iterator[Im
         yield ImageItem(item.file, read, item.label)
 
 
-def scored_pool(
-    production: Production, pool: str, lab: LabelingConfig, mon: MonitorConfig, endpoint_url: str | None = None
+def scored_items(
+    production: Production, items: Iterable[ImageItem], lab: LabelingConfig, mon: MonitorConfig
 ) -> Iterator[pd.DataFrame]:
-    """The pool's rows, batch by batch: ml.inference columns (+ uncertain_share for segmenters) and sha256."""
-    items = image_source(pool, production.classes, endpoint_url)
+    """Pool images' rows, batch by batch: ml.inference columns (+ uncertain_share for segmenters) and sha256."""
     if production.is_segmenter:
         yield from segment_stream(Segmenter.of(production), items, lab.uncertain_band, mon.batch_size, mon.workers)
         return

@@ -88,6 +88,18 @@ class Shortlist:
             raise ValueError("strategy diversity needs embeddings (emb_* columns): this model has no projection")
         self.rows = self._cut(merged.drop_duplicates("sha256"))
 
+    def absorb(self, other: Shortlist) -> None:
+        """Take in the shortlist of another shard of the same pool (same settings): the top rows of the union are
+        among the union of each shard's top rows, so the merged shortlist is the one the whole pool gives."""
+        self.scored, self.unreadable, self.known = (
+            self.scored + other.scored,
+            self.unreadable + other.unreadable,
+            self.known + other.known,
+        )
+        if other.rows is not None:
+            merged = other.rows if self.rows is None else pd.concat([self.rows, other.rows], ignore_index=True)
+            self.rows = self._cut(merged.drop_duplicates("sha256"))
+
     def _cut(self, rows: pd.DataFrame) -> pd.DataFrame:
         if self.strategy == "random":
             return rows.sort_values(["_key"]).head(self.budget)

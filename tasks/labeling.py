@@ -8,8 +8,19 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ml.labeling import LabelingBatch, labeling_settings, select_batch
+from ml.inference import ImageRef, referenced_images
+from ml.labeling import (
+    KnownImages,
+    LabelingBatch,
+    finish_batch,
+    labeling_settings,
+    merge_shortlists,
+    select_batch,
+    shortlist_of,
+)
+from ml.monitoring import ShardedScoring
 from ml.reference import Production
+from ml.selection import Shortlist
 from ml.storage import open_store
 
 
@@ -24,7 +35,30 @@ def choose_batch(
 ) -> LabelingBatch:
     """Score the pool, skip known images, write tasks.json + selection.csv under labeling/<model>/<batch>/."""
     lab, mon = labeling_settings(production.config, overrides)
-    selected = select_batch(open_store(store, endpoint_url), production, pool, lab, mon, batch, endpoint_url)
+    return _logged(select_batch(open_store(store, endpoint_url), production, pool, lab, mon, batch, endpoint_url))
+
+
+@task(name="shortlist-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def shortlist_shard(job: ShardedScoring, refs: list[ImageRef], shard: int, skip: frozenset[str]) -> Shortlist:
+    """One shard of a large pool, wherever the task runner puts it: its images' shortlist (known ones skipped)."""
+    production = job.production()
+    lab, mon = labeling_settings(production.config, job.overrides)
+    return shortlist_of(production, referenced_images(refs, job.endpoint_url), lab, mon, skip, seed_offset=shard)
+
+
+@task(name="write-batch", cache_policy=NO_CACHE)
+def write_shortlisted(
+    production: Production, job: ShardedScoring, shortlists: list[Shortlist], known: KnownImages, start: float
+) -> LabelingBatch:
+    """The shards' shortlists merged, the batch picked from them and written, as choose-batch does for one."""
+    lab, mon = labeling_settings(production.config, job.overrides)
+    store = open_store(job.store, job.endpoint_url)
+    merged = merge_shortlists(shortlists, lab)
+    selected = finish_batch(store, production, merged, job.source, lab, mon, job.run, known, start, job.endpoint_url)
+    return _logged(selected)
+
+
+def _logged(selected: LabelingBatch) -> LabelingBatch:
     log = get_run_logger()
     log.info(
         "%d of %d pool images selected (%s, %s) in %.1f s; %d known, %d unreadable",
@@ -37,7 +71,7 @@ def choose_batch(
         selected.unreadable,
     )
     if selected.training_images is None:
-        log.warning("training data of %s not found here: only earlier batches were skipped", production.version)
+        log.warning("training data of %s not found here: only earlier batches were skipped", selected.version)
     return selected
 
 

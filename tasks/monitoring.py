@@ -33,7 +33,7 @@ from ml.monitoring import (
 )
 from ml.pool import prediction_rows
 from ml.production_config import LabelingConfig
-from ml.reference import Production, ReferenceFiles, load_production, load_version, reference_for_run
+from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
 from ml.registry import Registry
 from ml.storage import open_store
 from tasks.alerts import dispatch, flow_run_url
@@ -79,10 +79,8 @@ def score_images(
 def score_shard(job: ShardedScoring, refs: list[ImageRef], shard: int) -> LogWritten:
     """One shard of a large source, wherever the task runner puts it (another process, a Dask worker): it loads
     the version its flow started with (downloaded once per machine), and a retry rewrites the same parquet parts."""
-    registry = Registry(open_store(job.store, job.endpoint_url))
-    production = load_version(registry, job.model, job.version, Path(job.cache_dir))
     items = referenced_images(refs, job.endpoint_url)
-    return _log_scores(production, items, job.source, job.store, job.overrides, job.run, job.endpoint_url, shard)
+    return _log_scores(job.production(), items, job.source, job.store, job.overrides, job.run, job.endpoint_url, shard)
 
 
 def _log_scores(

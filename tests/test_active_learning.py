@@ -31,7 +31,7 @@ from ml.data.prepare import prepare_dataset
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
-from ml.labeling import labeling_settings, labels_from_batches, select_batch
+from ml.labeling import labeling_settings, labels_from_batches, merge_shortlists, select_batch
 from ml.labelstudio import mask_to_rle, rle_to_mask
 from ml.monitoring import read_window
 from ml.onnx_eval import open_session
@@ -223,6 +223,28 @@ def test_streaming_picks_what_one_pass_picks_and_skips_known_unreadable_and_copi
     assert len(streamed.rows) <= (8 if strategy in ("uncertainty", "random") else 24)  # 3 x 8; 8 per class
 
 
+@pytest.mark.parametrize("strategy", ["uncertainty", "diversity", "balanced", "random"])
+def test_shortlists_of_shards_merge_into_the_pools(strategy):
+    rng = np.random.default_rng(3)
+    frame = _rows(60, rng.uniform(0, 2, 60), list(rng.choice(["a", "b", "c"], 60)), rng.normal(size=(60, 3)))
+    same = frame.columns.drop("file")
+    frame.loc[40, same] = frame.loc[3, same]  # the same image (bytes, so scores) under another name, in another shard
+    whole = Shortlist(strategy, "entropy", 8, candidates=3, seed=2, skip={"h10"})
+    whole.add(frame)
+    lab = LabelingConfig(strategy=strategy, measure="entropy", budget=8, candidates=3, seed=2)
+    shards = []
+    for shard, start in enumerate(range(0, 60, 25)):
+        part = Shortlist(strategy, "entropy", 8, candidates=3, seed=2 + shard, skip={"h10"})
+        part.add(frame.iloc[start : start + 25])
+        shards.append(part)
+    merged = merge_shortlists(shards, lab)
+    assert (merged.scored, merged.known) == (60, 1)
+    picked = merged.select()
+    assert len(picked) == 8 and picked["sha256"].is_unique and "h10" not in set(picked["sha256"])
+    if strategy != "random":  # random draws its own keys per shard: another uniform sample
+        assert picked.equals(whole.select())
+
+
 # ---- Label Studio's brush RLE
 
 
@@ -289,6 +311,24 @@ def test_flow_on_a_folder_writes_an_importable_batch_and_skips_known_images(clas
     assert (again["score"].diff().dropna() <= 0).all()  # most uncertain first
     fresh = {sha256_file(p) for p in pool.glob("*/*.png")}
     assert set(again["sha256"]) | set(selection["sha256"]) == fresh
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_pool_in_shards_gives_the_batch_one_pass_gives(classifier, tmp_path):
+    """monitor.shard_files: shortlist-shard tasks (threads here; a Dask cluster with monitor.dask_address) whose
+    shortlists merge into the pool's: the same counts and the same diversity picks as one pass."""
+    pool = _pool(classifier, "pool-shards", seed=11, per_class=6)  # 24 new shapes
+    shutil.copy(next((classifier.cfg.data.root / "circle").glob("*.png")), pool / "already-trained.png")
+    runs = {}
+    for name, over in (("one pass", {}), ("shards", {"monitor.shard_files": 7})):
+        store = _store_copy(classifier, tmp_path / name)
+        summary = select_for_labeling(MODEL, str(pool), store, 8, over, str(tmp_path / "cache"))
+        runs[name] = summary, _batch_files(store, summary)[2]
+    (one, first), (sharded, second) = runs["one pass"], runs["shards"]
+    counts = ("scored", "known", "selected", "training_images")
+    assert [sharded[k] for k in counts] == [one[k] for k in counts] == [25, 1, 8, 64]
+    assert list(second["path"]) == list(first["path"]) and (second["strategy"] == "diversity").all()
 
 
 @pytest.mark.slow
