@@ -29,7 +29,7 @@ from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
 from flows.runs import alerting_flow
 from ml.config import DEFAULT_STORE, parse_override
 from ml.inference import source_shards
-from ml.monitoring import LogWritten, ShardedScoring, monitor_settings
+from ml.monitoring import LogWritten, ScoringJob, monitor_settings
 from ml.reference import PRODUCTION_CACHE
 from tasks.monitoring import fetch_production, run_name, score_images, score_shard
 
@@ -58,12 +58,11 @@ def score(
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
     # 2. stream the source through onnxruntime into the prediction log: in one task, or in shards (monitor.shard_files)
     #    on the task runner monitor.dask_address names
-    overrides = overrides or {}
-    mon, _ = monitor_settings(production.config, overrides)
+    job = ScoringJob(model, production.version, source, store, overrides or {}, run, cache_dir, endpoint_url)
+    mon, _ = monitor_settings(production.config, job.overrides)
     if mon.shard_files is None:
-        written = score_images(production, source, store, overrides, run, endpoint_url)
+        written = score_images(production, job)
     else:
-        job = ShardedScoring(model, production.version, source, store, overrides, run, cache_dir, endpoint_url)
         shards = score_shards.with_options(task_runner=shard_runner(mon.dask_address))
         written = shards(job, production.classes, mon.shard_files)
     return {
@@ -77,7 +76,7 @@ def score(
 
 
 @flow(name="score-shards", log_prints=True)
-def score_shards(job: ShardedScoring, classes: list[str], shard_files: int) -> LogWritten:
+def score_shards(job: ScoringJob, classes: list[str], shard_files: int) -> LogWritten:
     """The source in shards of `shard_files` images, one score-shard task each, submitted as the listing goes, on
     this subflow's task runner; their parquet parts and counts come back as one log.
 

@@ -36,7 +36,7 @@ from flows.score import overrides_or_exit, parser, shard_runner
 from ml.config import DEFAULT_STORE
 from ml.inference import source_shards
 from ml.labeling import KnownImages, known_images, labeling_settings
-from ml.monitoring import ShardedScoring
+from ml.monitoring import ScoringJob
 from ml.reference import PRODUCTION_CACHE
 from ml.selection import Shortlist
 from ml.storage import open_store
@@ -71,12 +71,12 @@ def select_for_labeling(
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
     # 2. score the pool, skip queued and training images, pick the batch; tasks.json + selection.csv -> the store;
     #    in one task, or in shards (monitor.shard_files) on the task runner monitor.dask_address names
+    job = ScoringJob(model, production.version, pool, store, overrides, batch, cache_dir, endpoint_url)
     _, mon = labeling_settings(production.config, overrides)
     if mon.shard_files is None:
-        selected = choose_batch(production, pool, store, overrides, batch, endpoint_url)
+        selected = choose_batch(production, job)
     else:
         start = time.perf_counter()
-        job = ShardedScoring(model, production.version, pool, store, overrides, batch, cache_dir, endpoint_url)
         shards = shortlist_shards.with_options(task_runner=shard_runner(mon.dask_address))
         known, shortlists = shards(job, production.classes, mon.shard_files)
         selected = write_shortlisted(production, job, shortlists, known, start)
@@ -86,7 +86,7 @@ def select_for_labeling(
 
 
 @flow(name="shortlist-shards", log_prints=True)
-def shortlist_shards(job: ShardedScoring, classes: list[str], shard_files: int) -> tuple[KnownImages, list[Shortlist]]:
+def shortlist_shards(job: ScoringJob, classes: list[str], shard_files: int) -> tuple[KnownImages, list[Shortlist]]:
     """The pool in shards of `shard_files` images, one shortlist-shard task each, on this subflow's task runner.
 
     Args:

@@ -56,9 +56,9 @@ class LogWritten:
 
 
 @dataclass(frozen=True)
-class ShardedScoring:
-    """What every shard of one flows.score or flows.select_for_labeling run shares: the version it scores with,
-    where the images and the store are, the run's settings and name (the log's run, or the labeling batch)."""
+class ScoringJob:
+    """One flows.score or flows.select_for_labeling run, as its tasks (and every shard) see it: the version it
+    scores with, where the images and the store are, the run's settings and name (the log's run, or the batch)."""
 
     model: str
     version: str

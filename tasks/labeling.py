@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -18,28 +16,22 @@ from ml.labeling import (
     select_batch,
     shortlist_of,
 )
-from ml.monitoring import ShardedScoring
+from ml.monitoring import ScoringJob
 from ml.reference import Production
 from ml.selection import Shortlist
 from ml.storage import open_store
 
 
 @task(name="choose-batch", cache_policy=NO_CACHE)
-def choose_batch(
-    production: Production,
-    pool: str,
-    store: str,
-    overrides: dict[str, Any],
-    batch: str,
-    endpoint_url: str | None = None,
-) -> LabelingBatch:
+def choose_batch(production: Production, job: ScoringJob) -> LabelingBatch:
     """Score the pool, skip known images, write tasks.json + selection.csv under labeling/<model>/<batch>/."""
-    lab, mon = labeling_settings(production.config, overrides)
-    return _logged(select_batch(open_store(store, endpoint_url), production, pool, lab, mon, batch, endpoint_url))
+    lab, mon = labeling_settings(production.config, job.overrides)
+    store = open_store(job.store, job.endpoint_url)
+    return _logged(select_batch(store, production, job.source, lab, mon, job.run, job.endpoint_url))
 
 
 @task(name="shortlist-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def shortlist_shard(job: ShardedScoring, refs: list[ImageRef], shard: int, skip: frozenset[str]) -> Shortlist:
+def shortlist_shard(job: ScoringJob, refs: list[ImageRef], shard: int, skip: frozenset[str]) -> Shortlist:
     """One shard of a large pool, wherever the task runner puts it: its images' shortlist (known ones skipped)."""
     production = job.production()
     lab, mon = labeling_settings(production.config, job.overrides)
@@ -48,7 +40,7 @@ def shortlist_shard(job: ShardedScoring, refs: list[ImageRef], shard: int, skip:
 
 @task(name="write-batch", cache_policy=NO_CACHE)
 def write_shortlisted(
-    production: Production, job: ShardedScoring, shortlists: list[Shortlist], known: KnownImages, start: float
+    production: Production, job: ScoringJob, shortlists: list[Shortlist], known: KnownImages, start: float
 ) -> LabelingBatch:
     """The shards' shortlists merged, the batch picked from them and written, as choose-batch does for one."""
     lab, mon = labeling_settings(production.config, job.overrides)

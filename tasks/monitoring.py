@@ -23,7 +23,7 @@ from ml.inference import ImageItem, ImageRef, image_source, referenced_images
 from ml.monitoring import (
     LogWritten,
     MonitorCheck,
-    ShardedScoring,
+    ScoringJob,
     check_window,
     claim_retrain,
     monitor_alerts,
@@ -61,43 +61,27 @@ def fetch_production(model: str, store: str, cache_dir: Path, endpoint_url: str 
 
 
 @task(name="score-images", cache_policy=NO_CACHE)
-def score_images(
-    production: Production,
-    source: str,
-    store: str,
-    overrides: dict[str, Any],
-    run: str,
-    endpoint_url: str | None = None,
-) -> LogWritten:
+def score_images(production: Production, job: ScoringJob) -> LogWritten:
     """Stream the source through the model into the prediction log; unreadable files become rows, not errors.
     A segmenter's rows are its pixel uncertainty, unsure pixels being those in the version's labeling band."""
-    items = image_source(source, production.classes, endpoint_url)
-    return _log_scores(production, items, source, store, overrides, run, endpoint_url)
+    return _log_scores(production, image_source(job.source, production.classes, job.endpoint_url), job)
 
 
 @task(name="score-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def score_shard(job: ShardedScoring, refs: list[ImageRef], shard: int) -> LogWritten:
+def score_shard(job: ScoringJob, refs: list[ImageRef], shard: int) -> LogWritten:
     """One shard of a large source, wherever the task runner puts it (another process, a Dask worker): it loads
     the version its flow started with (downloaded once per machine), and a retry rewrites the same parquet parts."""
-    items = referenced_images(refs, job.endpoint_url)
-    return _log_scores(job.production(), items, job.source, job.store, job.overrides, job.run, job.endpoint_url, shard)
+    return _log_scores(job.production(), referenced_images(refs, job.endpoint_url), job, shard)
 
 
 def _log_scores(
-    production: Production,
-    items: Iterable[ImageItem],
-    source: str,
-    store: str,
-    overrides: dict[str, Any],
-    run: str,
-    endpoint_url: str | None,
-    shard: int | None = None,
+    production: Production, items: Iterable[ImageItem], job: ScoringJob, shard: int | None = None
 ) -> LogWritten:
-    mon, _ = monitor_settings(production.config, overrides)
+    mon, _ = monitor_settings(production.config, job.overrides)
     band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
     frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
-    log = open_store(store, endpoint_url)
-    written = write_log(log, production.model, production.version, run, source, frames, mon.chunk_rows, shard)
+    log = open_store(job.store, job.endpoint_url)
+    written = write_log(log, job.model, production.version, job.run, job.source, frames, mon.chunk_rows, shard)
     get_run_logger().info(
         "%d images scored in %.1f s (%d unreadable) -> %d parquet part(s)",
         written.rows,
