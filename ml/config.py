@@ -168,12 +168,22 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # data-parallel ranks (DDP, ml.distributed): GPUs on CUDA, processes on CPU; batch_size is per device
     devices: int = Field(1, ge=1)
+    # CUDA device indices to train on, one per device; unset: the train task claims free ones (ml.gpus)
+    gpus: list[int] | None = None
     seed: int = 0
     deterministic: bool = False
     num_workers: int = Field(0, ge=0)
     resume: bool = True  # continue from the run's last checkpoint if one exists
     progress: bool = True
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _one_gpu_per_device(self) -> TrainConfig:
+        if self.gpus is not None and (len(self.gpus) != self.devices or len(set(self.gpus)) != len(self.gpus)):
+            raise ValueError(f"gpus {self.gpus}: {self.devices} distinct CUDA indices, one per train.devices")
+        if self.gpus is not None and min(self.gpus) < 0:
+            raise ValueError(f"gpus {self.gpus}: CUDA indices are >= 0")
+        return self
 
     @field_validator("loss")
     @classmethod

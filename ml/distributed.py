@@ -43,8 +43,9 @@ def launch(train: TrainFn, cfg: RunConfig, prepared: PreparedData, run_dir: Path
     devices, device = cfg.train.devices, pick_device(cfg.train.device)
     if device.type == "mps":
         raise ValueError("train.devices > 1 needs CUDA or CPU: MPS has no process-group backend")
-    if device.type == "cuda" and devices > torch.cuda.device_count():
-        raise ValueError(f"train.devices={devices}, but only {torch.cuda.device_count()} GPUs are visible")
+    if device.type == "cuda" and max(cfg.train.gpus or [devices - 1]) >= torch.cuda.device_count():
+        wanted = cfg.train.gpus or f"{devices} GPUs"
+        raise ValueError(f"train.devices={devices} ({wanted}), but only {torch.cuda.device_count()} GPUs are visible")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT).unlink(missing_ok=True)
     args = (devices, free_port(), train, cfg, prepared, run_dir)
@@ -57,7 +58,7 @@ def _rank_main(
 ) -> None:
     cuda = pick_device(cfg.train.device).type == "cuda"
     if cuda:
-        torch.cuda.set_device(rank)  # "cuda" now means this rank's GPU
+        torch.cuda.set_device(cfg.train.gpus[rank] if cfg.train.gpus else rank)  # "cuda" now means this rank's GPU
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # share the cores, do not oversubscribe
     logging.basicConfig(

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ml import classifier, distributed, onnx_eval, segmenter
 from ml.classifier import Evaluation
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import ChampionEval, GateReport
+from ml.models import pick_device
 from ml.train import TrainResult
 
 
@@ -43,6 +46,8 @@ def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainRe
     train = segmenter.train_segmenter if cfg.model.task == "segment" else classifier.train_classifier
     if cfg.train.devices > 1:
         return distributed.launch(train, cfg, prepared, run_dir)
+    if cfg.train.gpus and pick_device(cfg.train.device).type == "cuda":
+        torch.cuda.set_device(cfg.train.gpus[0])  # "cuda" now means the GPU claimed (or pinned) for this run
     return train(cfg, prepared, run_dir)
 
 
