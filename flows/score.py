@@ -3,6 +3,8 @@
     python -m flows.score --model demo --source incoming/
     python -m flows.score --model demo --source s3://bucket/incoming/2026-11-23 --store s3://models/visionflow
     python -m flows.score --model demo --source incoming/ --set monitor.batch_size=512 --set monitor.workers=8
+    python -m flows.score --model demo --source s3://bucket/huge --set monitor.shard_files=50000 \
+        --set monitor.dask_address=tcp://scheduler:8786      # shards as tasks on a Dask cluster
 
 The source (a folder, recursively, or an S3 prefix, page by page) is streamed: memory stays flat whatever the
 number of images. A file that does not decode is logged with readable=false and its error, and skipped. Files in

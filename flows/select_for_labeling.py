@@ -3,6 +3,8 @@
     python -m flows.select_for_labeling --model demo --pool unlabeled/ --budget 50
     python -m flows.select_for_labeling --model demo --pool s3://bucket/unlabeled --store s3://models/visionflow
     python -m flows.select_for_labeling --model demo --pool unlabeled/ --set labeling.strategy=balanced
+    python -m flows.select_for_labeling --model demo --pool s3://bucket/huge --set monitor.shard_files=50000 \
+        --set monitor.dask_address=local                      # shards on a local Dask cluster
 
 The pool (a folder, recursively, or an S3 prefix) streams through the model as in flows.score; each image gets an
 uncertainty (labeling.measure: entropy, least_confidence, margin; a segmenter's mean pixel entropy or
