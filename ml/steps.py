@@ -46,12 +46,12 @@ def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainRe
     train = segmenter.train_segmenter if cfg.model.task == "segment" else classifier.train_classifier
     if cfg.train.devices > 1:
         return distributed.launch(train, cfg, prepared, run_dir)
-    if cfg.train.gpus and pick_device(cfg.train.device).type == "cuda":
-        torch.cuda.set_device(cfg.train.gpus[0])  # "cuda" now means the GPU claimed (or pinned) for this run
+    _on_run_gpu(cfg)
     return train(cfg, prepared, run_dir)
 
 
 def evaluate_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> Evaluation:
+    _on_run_gpu(cfg)
     if cfg.model.task == "segment":
         return segmenter.evaluate_segmenter(cfg, prepared, trained, run_dir)
     return classifier.evaluate_classifier(cfg, prepared, trained, run_dir)
@@ -75,6 +75,13 @@ def latency_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
     if cfg.model.task == "segment":
         return segmenter.latency_on_split(cfg, prepared, path)
     return onnx_eval.latency_on_split(cfg, prepared, path)
+
+
+def _on_run_gpu(cfg: RunConfig) -> None:
+    """Make "cuda" mean the run's first claimed (or pinned) GPU in this thread: tasks run on threads, and a
+    thread starts on GPU 0, which another training may hold."""
+    if cfg.train.gpus and pick_device(cfg.train.device).type == "cuda":
+        torch.cuda.set_device(cfg.train.gpus[0])
 
 
 def judged_metrics(

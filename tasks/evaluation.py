@@ -16,12 +16,15 @@ from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
 from ml.quantize import quantize_classifier
 from ml.steps import evaluate_step, export_step, judged_metrics, latency_step
 from ml.train import TrainResult
+from tasks.gpus import on_gpus
 from tasks.registry import open_registry
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> Evaluation:
-    return evaluate_step(cfg, prepared, trained, run_dir)
+    """On CUDA, on one GPU that no training holds (the training's own claim ended with its task)."""
+    with on_gpus(cfg, 1) as placed:
+        return evaluate_step(placed, prepared, trained, run_dir)
 
 
 @task(name="export-onnx", cache_policy=NO_CACHE)

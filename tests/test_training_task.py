@@ -10,7 +10,8 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 import ml.train
 from ml.data.prepare import prepare_dataset
-from tasks.training import GPU_LIMIT, gpu_slot, train_model
+from tasks.gpus import GPU_LIMIT, on_gpus
+from tasks.training import train_model
 
 
 @pytest.mark.slow
@@ -46,12 +47,19 @@ def test_a_retry_resumes_after_the_last_finished_epoch(tiny_cfg, tmp_path, monke
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.usefixtures("prefect_harness")
-def test_cuda_training_holds_a_gpu_slot():
+def test_cuda_work_holds_a_gpu_slot_and_a_claimed_gpu(tiny_cfg):
+    cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(update={"device": "cuda"})})
+
+    @flow
+    def on_one_gpu() -> tuple[int, list[int]]:
+        with on_gpus(cfg, 1) as placed, get_client(sync_client=True) as client:
+            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots, placed.train.gpus
+
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
         try:
-            with gpu_slot("cuda"):
-                assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 1
+            slots, gpus = on_one_gpu()
+            assert slots == 1 and len(gpus) == 1 and cfg.train.gpus is None
             assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 0
         finally:
             client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
