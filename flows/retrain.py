@@ -28,7 +28,14 @@ from ml.report import summary_markdown
 from ml.steps import RunRecords
 from tasks.alerts import send_alerts
 from tasks.data import validate_data
-from tasks.evaluation import challenge_production, evaluate_model, export_model, gate_model, measure_latency
+from tasks.evaluation import (
+    challenge_production,
+    evaluate_model,
+    export_model,
+    gate_model,
+    measure_latency,
+    score_shipped,
+)
 from tasks.monitoring import build_reference
 from tasks.registry import promote_model, publish_model, read_production
 from tasks.reporting import publish_artifacts, write_report
@@ -74,20 +81,21 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     trained = train_model(cfg, prepared, run_dir)
     # 3. evaluate on the validation split
     evaluation = evaluate_model(cfg, prepared, trained, run_dir)
-    # 4. export to ONNX, parity-checked against torch
+    # 4. export to ONNX, parity-checked against torch; with flips or int8 inside, scored again as it ships
     exported = export_model(cfg, prepared, trained, run_dir)
+    shipped = score_shipped(cfg, prepared, evaluation, exported)
     # 5. gate: absolute, per-class, bias, cost (ONNX size, latency) and champion/challenger rules from config;
     #    `production` is read once, before the comparison, and may later move only if it is still that version
     production = read_production(cfg)
     champion = challenge_production(cfg, prepared, exported, production, run_dir)
     latency_ms = measure_latency(cfg, prepared, exported)
-    gate = gate_model(cfg, prepared, evaluation, exported, latency_ms, champion)
+    gate = gate_model(cfg, shipped, exported, latency_ms, champion)
     # 6. publish the version with its report and drift reference; `production` moves only if the gate passed and
     #    no other run promoted meanwhile
-    records = RunRecords(prepared, trained, evaluation, exported, gate, champion, latency_ms)
+    records = RunRecords(prepared, trained, shipped, exported, gate, champion, latency_ms)
     report_md = write_report(cfg, records, run_dir)
     # what flows.monitor compares production with, predicted at the version's decision threshold
-    reference = build_reference(cfg, prepared, exported, run_dir, evaluation.threshold)
+    reference = build_reference(cfg, prepared, exported, run_dir, shipped.threshold)
     published = publish_model(cfg, records, report_md, reference)
     promotion = promote_model(cfg, published.version, gate, production)
 
@@ -98,11 +106,11 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
         "production": promotion.production,
         "promotion": promotion.message,
         "gate": gate.to_dict(),
-        "metrics": evaluation.scalars(),
+        "metrics": shipped.scalars(),
         "store": cfg.storage.uri,
         "version_uri": published.version_uri,
     }
-    publish_artifacts(cfg.name, evaluation, gate, summary_markdown(summary, report_md.read_text()))
+    publish_artifacts(cfg.name, shipped, gate, summary_markdown(summary, report_md.read_text()))
     # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)
     summary["alerts"] = send_alerts(cfg, published.version, gate, champion)
     if not gate.passed:

@@ -7,8 +7,9 @@ so the Prefect tasks that wrap them pass paths and numbers, never tensors.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -91,6 +92,7 @@ class Evaluation:
     metrics: dict  # see ml.evaluate.classification_metrics
     metrics_path: str
     plots: dict[str, str]  # name -> PNG path
+    measured_on: str = ""  # what scored `metrics` when not the best checkpoint (ml.steps.shipped_evaluation)
 
     @property
     def threshold(self) -> float | None:
@@ -112,6 +114,15 @@ def by_source(prepared: PreparedData, side: str, targets: np.ndarray, preds: np.
     return accuracy_by(frame.loc[frame["split"] == side, "source_label"].to_numpy(), targets, preds)
 
 
+def decided_on_split(
+    cfg: RunConfig, prepared: PreparedData, side: str, targets: np.ndarray, probs: np.ndarray
+) -> dict[str, Any]:
+    """decided_metrics at eval.decision, and for a split relabelled target-vs-rest `by_source` at that decision."""
+    metrics = decided_metrics(targets, probs, prepared.classes, cfg.eval.decision, cfg.eval.target_precision)
+    sources = by_source(prepared, side, targets, decide(probs, decision_threshold(metrics)))
+    return metrics if sources is None else metrics | {"by_source": sources}
+
+
 def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> Evaluation:
     """Best checkpoint on the validation split: metrics JSON, confusion matrix and training curves PNGs.
     With eval.tta the flip-averaged metrics sit beside the plain ones as `<metric>_tta` (did TTA help?)."""
@@ -120,10 +131,7 @@ def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResu
     _, val_ds = datasets(cfg, prepared)
     loader = make_loader(val_ds, cfg.train.batch_size, False, cfg.train.num_workers, cfg.train.seed)
     probs, targets = predict(model, loader, device)
-    metrics = decided_metrics(targets, probs, classes, cfg.eval.decision, cfg.eval.target_precision)
-    sources = by_source(prepared, "val", targets, decide(probs, decision_threshold(metrics)))
-    if sources is not None:
-        metrics["by_source"] = sources
+    metrics = decided_on_split(cfg, prepared, "val", targets, probs)
     if cfg.eval.tta:
         tta_probs, _ = predict(FlipTTA(model, cfg.eval.tta), loader, device)
         ev = cfg.eval
@@ -135,6 +143,15 @@ def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResu
         "curves": str(curves_png(train.history, run_dir / "plots" / "curves.png")),
     }
     return Evaluation(metrics, str(metrics_path), plots)
+
+
+def as_shipped(evaluation: Evaluation, metrics: dict[str, Any], classes: list[str], measured_on: str) -> Evaluation:
+    """`evaluation` with the metrics of the file that ships in its place and the checkpoint's kept under
+    `checkpoint`: metrics.json and the confusion matrix are rewritten, the curves stay the training's."""
+    metrics = metrics | {"checkpoint": evaluation.metrics}
+    Path(evaluation.metrics_path).write_text(json.dumps(metrics, indent=1))
+    confusion_png(metrics["confusion"], classes, Path(evaluation.plots["confusion"]))
+    return replace(evaluation, metrics=metrics, measured_on=measured_on)
 
 
 def export_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> ExportResult:

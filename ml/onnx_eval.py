@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ml.classifier import load_split
+from ml.classifier import decided_on_split, load_split
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
-from ml.evaluate import classification_metrics, decided_metrics
+from ml.evaluate import classification_metrics
 
 
 class IncompatibleModel(ValueError):
@@ -87,8 +87,7 @@ def evaluate_on_split(cfg: RunConfig, prepared: PreparedData, path: Path, side: 
     """Metrics at eval.decision: a binary threshold is chosen on this split for each model scored (the candidate
     and production alike), so neither gets a threshold tuned elsewhere."""
     images, targets = load_split(cfg, prepared, side)
-    probs = class_probs(path, images, prepared.classes)
-    return decided_metrics(targets, probs, prepared.classes, cfg.eval.decision, cfg.eval.target_precision)
+    return decided_on_split(cfg, prepared, side, targets, class_probs(path, images, prepared.classes))
 
 
 def latency_ms(path: Path, images: np.ndarray, warmup: int = 3) -> float:

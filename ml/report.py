@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ml.gate import GateReport
+from ml.gate import GateReport, scalar_metrics
 
 if TYPE_CHECKING:
     from ml.steps import RunRecords
@@ -78,18 +78,26 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline_rows(metrics: dict[str, Any], measured_on: str) -> list[dict[str, Any]]:
+    """The headline metrics; when the shipped file is not the checkpoint (flips or int8 inside), a second row
+    with the checkpoint's, so the report shows what they changed."""
+    if not measured_on:
+        return [{k: _fmt(v) for k, v in scalar_metrics(metrics).items()}]
+    rows = {"model.onnx as shipped": metrics, "best checkpoint": metrics["checkpoint"]}
+    return [{"scored": name, **{k: _fmt(v) for k, v in scalar_metrics(m).items()}} for name, m in rows.items()]
+
+
 def run_markdown(model: str, task: str, records: RunRecords) -> str:
     """The run's report.md (stored with the version): verdict first, then gate rules, headline metrics, the
     per-class (or per-image) table, and the run's facts."""
-    gate, metrics = records.gate, records.evaluation.metrics
-    scalar = {k: _fmt(v) for k, v in records.evaluation.scalars().items()}
+    gate, metrics, on = records.gate, records.evaluation.metrics, records.evaluation.measured_on
     lines = [
         f"# {model}: gate {gate.verdict}",
         "",
         "## Gate",
         _table(gate_rows(gate)),
-        "## Metrics (validation)",
-        _table([scalar]),
+        f"## Metrics (validation{f', {on}' if on else ''})",
+        _table(headline_rows(metrics, on)),
         "## Per class / per image",
         _table(metric_rows(metrics)),
         *(

@@ -6,7 +6,7 @@
 
     metrics = onnx_metrics_step(cfg, prepared, Path("model.onnx"))   # champion/challenger, via onnxruntime
     ms = latency_step(cfg, prepared, Path("model.onnx"))
-    metrics, on = judged_metrics(cfg, prepared, evaluation, Path("model.onnx"))   # what the gate's rules judge
+    shipped = shipped_evaluation(cfg, prepared, evaluation, Path("model.onnx"))   # what the gate judges
 
 The tasks call these, so a new task kind is one module with the same functions plus a line here.
 """
@@ -35,7 +35,7 @@ class RunRecords:
 
     prepared: PreparedData
     trained: TrainResult
-    evaluation: Evaluation
+    evaluation: Evaluation  # of the file that ships (shipped_evaluation)
     exported: ExportResult
     gate: GateReport
     champion: ChampionEval  # its production_version is the champion the run was judged against
@@ -84,13 +84,13 @@ def _on_run_gpu(cfg: RunConfig) -> None:
         torch.cuda.set_device(cfg.train.gpus[0])
 
 
-def judged_metrics(
-    cfg: RunConfig, prepared: PreparedData, evaluation: Evaluation, onnx_path: Path
-) -> tuple[dict[str, Any], str]:
-    """The metrics the gate judges, those of the file that ships, and what they were measured on ("" for the
-    checkpoint). With export.tta or export.quantize, model.onnx is not the checkpoint evaluate_step scored
-    (flips averaged inside, int8 weights), so it is scored again through onnxruntime, same split and rule."""
+def shipped_evaluation(cfg: RunConfig, prepared: PreparedData, evaluation: Evaluation, onnx_path: Path) -> Evaluation:
+    """The evaluation of the file that ships: what the gate judges, the version records and monitoring compares
+    with. With export.tta or export.quantize (classifiers), model.onnx is not the checkpoint evaluate_step scored
+    (flips averaged inside, int8 weights), so it is scored again through onnxruntime, same split and rule: a
+    binary model's threshold is chosen again on the shipped file's probabilities, and that threshold ships."""
     inside = [name for name, on in (("flip TTA", cfg.export.tta), ("int8", cfg.export.quantize != "none")) if on]
     if not inside:
-        return evaluation.metrics, ""
-    return onnx_metrics_step(cfg, prepared, onnx_path), f"model.onnx as shipped ({', '.join(inside)}; onnxruntime)"
+        return evaluation
+    on = f"model.onnx as shipped ({', '.join(inside)}; onnxruntime)"
+    return classifier.as_shipped(evaluation, onnx_metrics_step(cfg, prepared, onnx_path), prepared.classes, on)

@@ -14,7 +14,7 @@ from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
 from ml.quantize import quantize_classifier
-from ml.steps import evaluate_step, export_step, judged_metrics, latency_step
+from ml.steps import evaluate_step, export_step, latency_step, shipped_evaluation
 from ml.train import TrainResult
 from tasks.gpus import on_gpus
 from tasks.registry import open_registry
@@ -35,6 +35,13 @@ def export_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, r
     return exported if cfg.export.quantize == "none" else quantize_classifier(cfg, prepared, exported)
 
 
+@task(name="score-shipped", cache_policy=NO_CACHE)
+def score_shipped(cfg: RunConfig, prepared: PreparedData, evaluation: Evaluation, exported: ExportResult) -> Evaluation:
+    """The evaluation of model.onnx as it ships (evaluation itself when that is the checkpoint): the gate judges
+    it, and the version records it with its decision threshold."""
+    return shipped_evaluation(cfg, prepared, evaluation, Path(exported.path))
+
+
 @task(name="challenge-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def challenge_production(
     cfg: RunConfig, prepared: PreparedData, exported: ExportResult, production: str | None, run_dir: Path
@@ -51,15 +58,10 @@ def measure_latency(cfg: RunConfig, prepared: PreparedData, exported: ExportResu
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_model(
-    cfg: RunConfig,
-    prepared: PreparedData,
-    evaluation: Evaluation,
-    exported: ExportResult,
-    latency_ms: float,
-    champion: ChampionEval,
+    cfg: RunConfig, shipped: Evaluation, exported: ExportResult, latency_ms: float, champion: ChampionEval
 ) -> GateReport:
     """Absolute, per-class, bias, cost, int8 and champion rules from cfg.gate, one row each. The metric rules
-    judge the file that ships: with export.tta or export.quantize, model.onnx through onnxruntime."""
-    metrics, on = judged_metrics(cfg, prepared, evaluation, Path(exported.path))
-    candidate = Candidate(metrics, exported.size_bytes / 1e6, latency_ms, exported.quantization, on)
+    judge the file that ships (score_shipped)."""
+    size_mb = exported.size_bytes / 1e6
+    candidate = Candidate(shipped.metrics, size_mb, latency_ms, exported.quantization, shipped.measured_on)
     return evaluate_gate(candidate, champion, cfg.gate)

@@ -18,11 +18,14 @@ from tests.conftest import tiny_overrides
 
 @pytest.fixture(scope="module")
 def circle(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> SimpleNamespace:
-    """demo shrunk, relabelled circle vs not_circle, threshold chosen F1-optimal on validation; published."""
+    """demo shrunk, relabelled circle vs not_circle, flip TTA inside the ONNX model, threshold chosen F1-optimal
+    on validation; published."""
     from flows.retrain import retrain
 
     tmp = tmp_path_factory.mktemp("holdout")
-    over = tiny_overrides(tmp, **{"data.binary_target": "circle", "eval.decision": "f1"})
+    over = tiny_overrides(
+        tmp, **{"data.binary_target": "circle", "eval.decision": "f1", "eval.tta": ["hflip"], "export.tta": True}
+    )
     summary = retrain("demo", over)
     registry = Registry(open_store(over["storage.uri"]))
     version_dir = tmp / "store" / "models" / "demo" / "versions" / summary["version"]
@@ -36,9 +39,14 @@ def test_the_threshold_is_stored_reported_and_used_by_scoring(circle):
     assert meta["classes"] == ["not_circle", "circle"] and 0 < meta["decision"]["threshold"] < 1
     report = (circle.dir / "report.md").read_text()
     assert f"P(circle) >= {meta['decision']['threshold']:.4f} (f1 on validation" in report
+    # the flips inside model.onnx change its probabilities: the threshold, metrics and gate are all the shipped
+    # file's (the checkpoint's are kept beside them), so scoring predicts at the threshold the gate judged
+    metrics = json.loads((circle.dir / "metrics.json").read_text())
+    assert meta["decision"] == metrics["decision"] and meta["gate"]["measured_on"].startswith("model.onnx as shipped")
+    assert meta["metrics"]["accuracy"] == meta["gate"]["metrics"]["accuracy"] == metrics["accuracy"]
+    assert metrics["checkpoint"]["loss"] != metrics["loss"]
     # each original class of the negatives is scored on its own (hard negatives stand out)
-    by_source = json.loads((circle.dir / "metrics.json").read_text())["by_source"]
-    assert set(by_source) == {"circle", "square", "triangle", "cross"} and "## By source class" in report
+    assert set(metrics["by_source"]) == {"circle", "square", "triangle", "cross"} and "## By source class" in report
     production = load_production(circle.registry, "demo", circle.tmp / "cache")
     assert production.classifier().threshold == meta["decision"]["threshold"]
 

@@ -1,6 +1,7 @@
 """Classifier techniques as config options: focal loss, MixUp, flip TTA (evaluation and inside the ONNX graph),
 int8 quantisation with its gate rule; each on hand-made tensors or the demo preset shrunk."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from ml.mixup import MixUp
 from ml.onnx_eval import evaluate_on_split, onnx_probs, open_session
 from ml.quantize import quantize_classifier, quantize_onnx
 from ml.registry import Registry
-from ml.steps import judged_metrics
+from ml.steps import shipped_evaluation
 from ml.storage import open_store, sha256_file
 from ml.tta import FlipTTA
 from tests.conftest import tiny_overrides
@@ -225,16 +226,19 @@ def test_gate_judges_the_model_that_ships(trained):
     cfg, prepared, result, run_dir = trained
     evaluation = evaluate_classifier(cfg, prepared, result, run_dir)
     shipped = Path(quantize_classifier(cfg, prepared, export_classifier(cfg, prepared, result, run_dir / "ship")).path)
-    metrics, on = judged_metrics(cfg, prepared, evaluation, shipped)
+    checkpoint = evaluation.metrics
+    judged = shipped_evaluation(cfg, prepared, evaluation, shipped)
+    metrics, on = judged.metrics, judged.measured_on
     assert on == "model.onnx as shipped (flip TTA, int8; onnxruntime)"
-    assert metrics["loss"] == evaluate_on_split(cfg, prepared, shipped)["loss"] != evaluation.metrics["loss"]
+    assert metrics["loss"] == evaluate_on_split(cfg, prepared, shipped)["loss"] != checkpoint["loss"]
+    assert json.loads(Path(judged.metrics_path).read_text()) == metrics and metrics["checkpoint"] == checkpoint
     report = evaluate_gate(Candidate(metrics, measured_on=on), ChampionEval(None), GateConfig(min={"accuracy": 0}))
     assert report.rules[0].measured == metrics["accuracy"] and report.rules[0].detail == on
-    judged = report.to_dict()  # the summary and the version's metadata say what was judged, and on what
-    assert judged["measured_on"] == on and judged["metrics"]["accuracy"] == metrics["accuracy"]
-    assert "per_class" not in judged["metrics"]
+    record = report.to_dict()  # the summary and the version's metadata say what was judged, and on what
+    assert record["measured_on"] == on and record["metrics"]["accuracy"] == metrics["accuracy"]
+    assert "per_class" not in record["metrics"]
     plain = cfg.model_copy(update={"export": cfg.export.model_copy(update={"tta": False, "quantize": "none"})})
-    assert judged_metrics(plain, prepared, evaluation, shipped) == (evaluation.metrics, "")
+    assert shipped_evaluation(plain, prepared, evaluation, shipped) is evaluation
 
 
 def test_static_quantisation_needs_calibration_images(tmp_path):
@@ -299,7 +303,6 @@ def test_retrain_with_every_technique_publishes_the_int8_model(tmp_path):
     over = tiny_overrides(tmp_path, **TECHNIQUES, **{"gate.max_quantized_drop": 0.5})
     summary = retrain("demo", over)
     assert summary["promoted"]
-    assert {"accuracy_tta", "macro_f1_tta"} <= set(summary["metrics"])
     [rule] = [r for r in summary["gate"]["rules"] if r["rule"].startswith("int8 accuracy drop")]
     assert rule["passed"] and rule["measured"] is not None
     registry = Registry(open_store(over["storage.uri"]))
@@ -308,3 +311,9 @@ def test_retrain_with_every_technique_publishes_the_int8_model(tmp_path):
     assert quant["published"] == "int8" and meta["onnx_sha256"] == quant["int8"]["sha256"] == meta["export"]["sha256"]
     assert meta["cost"]["model_mb"] == quant["int8"]["size_bytes"] / 1e6 < quant["fp32"]["size_bytes"] / 1e6
     assert meta["export"]["tta"] == ["hflip", "vflip"]
+    # the version records the int8 TTA graph's metrics, the checkpoint's (plain and flipped) beside them
+    metrics = json.loads(registry.fetch("demo", summary["version"], "metrics.json", tmp_path / "m.json").read_text())
+    assert summary["metrics"]["accuracy"] == meta["metrics"]["accuracy"] == metrics["accuracy"]
+    assert {"accuracy_tta", "macro_f1_tta"} <= set(metrics["checkpoint"])
+    report = registry.fetch("demo", summary["version"], "report.md", tmp_path / "report.md").read_text()
+    assert "| model.onnx as shipped |" in report and "| best checkpoint |" in report
