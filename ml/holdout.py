@@ -13,7 +13,7 @@ from typing import Any
 
 from ml.champion import fetch_production
 from ml.classifier import by_source, load_split
-from ml.config import RunConfig
+from ml.config import GroupConfig, RunConfig
 from ml.data.layouts import DatasetError
 from ml.data.prepare import PreparedData, check_basic, load_frame, write_prepared
 from ml.evaluate import classification_metrics, decision_threshold
@@ -30,8 +30,9 @@ def version_config(meta: dict[str, Any], data_root: Path) -> RunConfig:
 
 
 def prepare_holdout(cfg: RunConfig, classes: list[str], out_dir: Path) -> PreparedData:
-    """Index the folder, every image on the `val` side; a label the version does not predict is refused."""
-    frame, _ = load_frame(cfg.data)
+    """Index the folder, every image on the `val` side; a label the version does not predict is refused. The
+    folder need not hold every class, nor the grouping column of the training data: it is never split."""
+    frame, _ = load_frame(cfg.data.model_copy(update={"classes": None, "group": GroupConfig()}))
     unknown = sorted(set(frame["label"]) - set(classes))
     if unknown:
         raise DatasetError(f"{cfg.data.root}: classes {unknown} are not among the version's classes {classes}")

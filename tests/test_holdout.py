@@ -68,7 +68,28 @@ def test_evaluate_scores_a_version_on_a_folder_it_never_saw(circle, capsys):
         "cross",
     }
 
+    some = circle.tmp / "some"  # not every source class: scored all the same
+    make_shapes_dataset(some, SyntheticConfig(classes=["circle", "square"], per_class=5, seed=8))
+    assert main(["--model", "demo", "--data", str(some), "--store", store]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["metrics"]["n"] == 10 and set(result["metrics"]["by_source"]) == {"circle", "square"}
+
     (fresh / "square" / "broken.png").write_bytes(b"not a png")  # refused, naming the file and the rule
     assert main(["--model", "demo", "--data", str(fresh), "--store", store]) == 1
     err = capsys.readouterr().err
     assert "broken.png" in err and "every image readable" in err
+
+
+def test_a_holdout_folder_needs_neither_every_class_nor_the_grouping_manifest(tmp_path):
+    from ml.config import load_config
+    from ml.holdout import prepare_holdout
+
+    # trained grouped by a manifest column (as logos is by brand); the new folder has two of the four classes
+    # and no manifest: it is scored whole, so neither matters
+    over = tiny_overrides(tmp_path, **{"data.group.by": "column", "data.group.column": "brand"})
+    fresh = tmp_path / "fresh"
+    make_shapes_dataset(fresh, SyntheticConfig(classes=["circle", "cross"], per_class=3))
+    cfg = load_config("demo", over | {"data.root": str(fresh), "data.synthetic": None})
+    classes = ["circle", "square", "triangle", "cross"]
+    prepared = prepare_holdout(cfg, classes, tmp_path / "prepared")
+    assert prepared.classes == classes and prepared.counts["val"] == {"circle": 3, "square": 0, "triangle": 0, "cross": 3}
