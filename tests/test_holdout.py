@@ -92,4 +92,5 @@ def test_a_holdout_folder_needs_neither_every_class_nor_the_grouping_manifest(tm
     cfg = load_config("demo", over | {"data.root": str(fresh), "data.synthetic": None})
     classes = ["circle", "square", "triangle", "cross"]
     prepared = prepare_holdout(cfg, classes, tmp_path / "prepared")
-    assert prepared.classes == classes and prepared.counts["val"] == {"circle": 3, "square": 0, "triangle": 0, "cross": 3}
+    assert prepared.classes == classes
+    assert prepared.counts["val"] == {"circle": 3, "square": 0, "triangle": 0, "cross": 3}
