@@ -42,21 +42,30 @@ from tasks.reporting import publish_artifacts, write_report
 from tasks.training import train_model
 
 
-class GateFailed(NotPromoted):
+class _Verdict(NotPromoted):
+    """A NotPromoted that carries the run summary; Prefect pickles a failed run's exception with its state."""
+
+    def __init__(self, message: str, summary: dict[str, Any]):
+        super().__init__(message)
+        self.summary = summary
+
+    def __reduce__(self):
+        return type(self), (self.summary,)
+
+
+class GateFailed(_Verdict):
     """The candidate was published but not promoted; carries the run summary."""
 
     def __init__(self, summary: dict[str, Any]):
         failed = [r["rule"] for r in summary["gate"]["rules"] if not r["passed"]]
-        super().__init__(f"gate failed for {summary['model']} {summary['version']}: {', '.join(failed)}")
-        self.summary = summary
+        super().__init__(f"gate failed for {summary['model']} {summary['version']}: {', '.join(failed)}", summary)
 
 
-class PromotionLost(NotPromoted):
+class PromotionLost(_Verdict):
     """The gate passed, but another run moved `production` after this one read it; says who won."""
 
     def __init__(self, summary: dict[str, Any]):
-        super().__init__(summary["promotion"])
-        self.summary = summary
+        super().__init__(summary["promotion"], summary)
 
 
 def run_dir_for(cfg: RunConfig) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ def test_retrain_publishes_promotes_and_a_failed_gate_does_not(tmp_path):
     assert state.is_failed()
     err = state.result(raise_on_failure=False)
     assert isinstance(err, GateFailed) and "accuracy >= 1.01" in str(err)
+    kept = pickle.loads(pickle.dumps(err))  # as Prefect persists a failed run's exception
+    assert str(kept) == str(err) and kept.summary == err.summary
     assert len(registry.versions("demo")) == 2  # the candidate is kept for inspection...
     assert registry.get_alias("demo", "production")["version"] == summary["version"]  # ...but not promoted
 
