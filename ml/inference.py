@@ -32,7 +32,7 @@ from ml.data.profile import DECODE_ERRORS, _grey_stats
 from ml.onnx_eval import IncompatibleModel, open_session
 from ml.production_config import IMAGE_PROPERTIES, PREDICTION_COLUMNS
 from ml.storage import S3Store, open_store
-from ml.thresholds import decide
+from ml.thresholds import at_threshold, decide
 
 CHANNEL_NAMES = ("red", "green", "blue")
 # input values per onnxruntime call (OnnxClassifier.run): 682 RGB 32 x 32 images, 14 grey 384 x 384 ones. A
@@ -204,11 +204,14 @@ class OnnxClassifier:
 
 def prediction_columns(probs: np.ndarray, classes: list[str], threshold: float | None = None) -> dict[str, np.ndarray]:
     """Predicted class (argmax, or a binary model's threshold), confidence (max probability), margin (top-1 minus
-    top-2) and entropy (nats) per row."""
+    top-2) and entropy (nats) per row. With a threshold the three are measured from it (ml.thresholds.at_threshold):
+    an image at the threshold is the least sure, whatever its probability."""
+    pred = decide(probs, threshold)
+    probs = at_threshold(probs, threshold)
     top2 = np.sort(probs, axis=1)[:, -2:] if probs.shape[1] > 1 else np.hstack([np.zeros_like(probs), probs])
     p = np.clip(probs, 1e-12, 1.0)
     return {
-        "pred": np.asarray(classes, dtype=object)[decide(probs, threshold)],
+        "pred": np.asarray(classes, dtype=object)[pred],
         "confidence": top2[:, 1],
         "margin": top2[:, 1] - top2[:, 0],
         "entropy": -(p * np.log(p)).sum(axis=1),

@@ -3,6 +3,7 @@
     choose_threshold(y, p_pos, objective="f1")                          # F1-optimal
     choose_threshold(y, p_pos, objective="precision", target_precision=0.95)  # best recall at >= 95% precision
     preds = decide(probs, threshold)                                      # what evaluation and scoring predict
+    centred = at_threshold(probs, threshold)       # the threshold moved to 0.5: confidence measured from it
 
 The positive class is the second of two (data.binary_target puts the target last).
 """
@@ -54,3 +55,16 @@ def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
     if probs.shape[1] != 2:
         raise ValueError(f"a decision threshold needs two classes, these probabilities have {probs.shape[1]}")
     return (probs[:, 1] >= threshold).astype(np.int64)
+
+
+def at_threshold(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """A binary model's probabilities with its threshold moved to 0.5 (the positive logit shifted by the
+    threshold's), so the predicted class is the likelier one and confidence, margin and entropy measure how far an
+    image is from the decision, not from 0.5. Without a threshold, `probs` unchanged."""
+    if threshold is None:
+        return probs
+    decide(probs[:0], threshold)  # the two-class check
+    t = np.clip(threshold, 1e-12, 1 - 1e-12)
+    p = np.clip(probs[:, 1], 1e-12, 1 - 1e-12)
+    pos = 1.0 / (1.0 + (1 - p) / p * t / (1 - t))  # sigmoid(logit(p) - logit(t))
+    return np.column_stack([1 - pos, pos])

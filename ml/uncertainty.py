@@ -4,7 +4,8 @@
     scores = uncertainty_columns(frame)                   # the same from a scored frame (ml.inference columns)
     row = pixel_uncertainty(prob_map, band=(0.25, 0.75))  # one segmenter's H x W foreground probabilities
 
-Classifiers: least confidence = 1 - top probability; margin = 1 - (top1 - top2); entropy in nats. A binary
+Classifiers: least confidence = 1 - top probability; margin = 1 - (top1 - top2); entropy in nats (a binary model
+with a decision threshold: of its probabilities with the threshold moved to 0.5, ml.thresholds.at_threshold). A binary
 segmenter's pixel is a two-class problem (p, 1 - p): the same three measures per pixel, averaged over the image,
 plus uncertain_share, the share of pixels whose probability lies in the band (a large unsure region counts more
 than a thin unsure outline that the mean would dilute).

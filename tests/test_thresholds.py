@@ -40,6 +40,17 @@ def test_decided_metrics_predict_at_the_chosen_threshold_and_keep_the_argmax_fig
     assert list(cols["pred"][4:6]) == ["fish", "fish"]  # the argmax would say "rest" for both
 
 
+def test_confidence_is_measured_from_the_threshold():
+    probs = np.column_stack([1 - P, P])
+    cols = prediction_columns(probs, ["rest", "fish"], 0.35)
+    # P(fish) = 0.35 sits on the threshold: the least sure image, though 0.05 (sure "rest") is farther from 0.5
+    assert int(np.argmin(cols["confidence"])) == 4 and cols["confidence"][4] == pytest.approx(0.5)
+    assert cols["entropy"][4] == pytest.approx(np.log(2)) and cols["margin"][4] == pytest.approx(0, abs=1e-9)
+    assert cols["confidence"][5] > 0.5 and cols["pred"][5] == "fish"  # 0.4: past the threshold, a little sure
+    assert np.all(np.diff(cols["confidence"][4:]) > 0)  # the farther above it, the surer
+    assert np.array_equal(prediction_columns(probs, ["rest", "fish"])["confidence"], np.maximum(P, 1 - P))
+
+
 def test_a_threshold_on_a_multiclass_model_is_refused():
     with pytest.raises(ValueError, match="needs a binary model"):
         decided_metrics(np.array([0, 1, 2]), np.eye(3), ["a", "b", "c"], "f1")
