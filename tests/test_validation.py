@@ -152,6 +152,18 @@ def test_too_small_class_fails_min_per_class(tmp_path: Path) -> None:
     assert "min_value = 5 (data.expect.min_per_class)" in text and "class 'c': 3 images (2 train, 1 val)" in text
 
 
+def test_a_class_missing_from_a_split_fails_naming_it(tmp_path: Path) -> None:
+    # every image of class c is one group (one tile, one brand): it cannot be split, so val would have none of c
+    tree(tmp_path / "data", {"a": 6, "b": 6, "c": 6})
+    found = failed(validate(tmp_path, **{"data.group.by": "regex", "data.group.pattern": r"^(c|[ab]\d+)"}))
+    rule = "every class in the val split (a class in one group cannot be split)"
+    assert list(found) == [rule] and "class 'c': 6 images (6 train, 0 val)" in found[rule]
+    # a pre-split tree whose val side lacks a class
+    tree(tmp_path / "pre", {"train/a": 4, "train/b": 4, "val/a": 2})
+    found = failed(validate(tmp_path, **{"data.root": str(tmp_path / "pre")}))
+    assert list(found) == [rule] and "class 'b': 4 images (4 train, 0 val)" in found[rule]
+
+
 def test_empty_class_folder_fails_naming_it(tmp_path: Path) -> None:
     root = tree(tmp_path / "data", {"a": 4, "b": 4})
     (root / "empty").mkdir()
