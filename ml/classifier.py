@@ -35,9 +35,10 @@ from ml.tta import FlipTTA, tta_metrics
 
 
 def load_split(cfg: RunConfig, prepared: PreparedData, side: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded, resized uint8 images and class indices of one split, cached beside split.csv."""
+    """Decoded, resized uint8 images and class indices of one split, cached beside split.csv (by its hash: a
+    retried run that re-validated changed data does not read the old images)."""
     d = cfg.data
-    cache = Path(prepared.split_csv).with_name(f"{side}_{d.image_size}px_{d.channels}ch.npz")
+    cache = Path(prepared.split_csv).with_name(f"{side}_{d.image_size}px_{d.channels}ch_{prepared.split_id}.npz")
     if cache.exists():
         with np.load(cache) as z:
             return z["images"], z["targets"]
@@ -54,7 +55,7 @@ def load_masks(cfg: RunConfig, prepared: PreparedData, side: str) -> np.ndarray:
     """Masks of one split resized like its images (N x S x S in {0, 1}; zeros where an image has none), cached.
     model.head=map learns where the positive class is from them (<root>/masks/<id>.png)."""
     size = cfg.data.image_size
-    cache = Path(prepared.split_csv).with_name(f"{side}_{size}px_masks.npz")
+    cache = Path(prepared.split_csv).with_name(f"{side}_{size}px_masks_{prepared.split_id}.npz")
     if cache.exists():
         with np.load(cache) as z:
             return z["masks"]

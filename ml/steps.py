@@ -13,6 +13,7 @@ The tasks call these, so a new task kind is one module with the same functions p
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from ml.export import ExportResult
 from ml.gate import ChampionEval, GateReport
 from ml.models import pick_device
 from ml.train import TrainResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class RunRecords:
 
 def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
     train = segmenter.train_segmenter if cfg.model.task == "segment" else classifier.train_classifier
+    _checkpoints_of_this_split(prepared, run_dir)
     if cfg.train.devices > 1:
         return distributed.launch(train, cfg, prepared, run_dir)
     _on_run_gpu(cfg)
@@ -75,6 +79,28 @@ def latency_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
     if cfg.model.task == "segment":
         return segmenter.latency_on_split(cfg, prepared, path)
     return onnx_eval.latency_on_split(cfg, prepared, path)
+
+
+def _checkpoints_of_this_split(prepared: PreparedData, run_dir: Path) -> None:
+    """A retried flow run validates its data again. When the split changed since run_dir's checkpoints were
+    written, they move to run_dir/stale-<old split id>/ and training starts over instead of resuming on other data."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker, now = run_dir / "split.id", prepared.split_id
+    before = marker.read_text() if marker.exists() else now
+    if before != now:
+        stale = run_dir / f"stale-{before}"
+        stale.mkdir(exist_ok=True)
+        for name in ("last.pt", "best.pt"):
+            if (run_dir / name).exists():
+                (run_dir / name).replace(stale / name)
+        log.warning(
+            "the split changed since %s's checkpoints (%s -> %s): moved to %s, training from epoch 1",
+            run_dir,
+            before,
+            now,
+            stale,
+        )
+    marker.write_text(now)
 
 
 def _on_run_gpu(cfg: RunConfig) -> None:

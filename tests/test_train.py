@@ -11,6 +11,7 @@ from ml.checkpoint import load_checkpoint
 from ml.classifier import datasets
 from ml.config import load_config
 from ml.data.prepare import prepare_dataset
+from ml.steps import train_step
 from ml.train import class_weights, fit, fit_schedule_to_budget
 from tests.conftest import tiny_overrides
 
@@ -43,6 +44,20 @@ def test_resume_continues_after_the_last_finished_epoch(tiny_cfg, prepared, tmp_
     assert seen == [3]  # only the missing epoch ran
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert json.loads((run_dir / "history.json").read_text())[-1]["epoch"] == 3
+
+
+def test_a_run_resumes_only_on_the_split_its_checkpoints_came_from(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    first = train_step(tiny_cfg, prepare_dataset(tiny_cfg.data, tmp_path / "prep"), run_dir)
+    assert train_step(tiny_cfg, prepare_dataset(tiny_cfg.data, tmp_path / "prep"), run_dir).resumed_from == 2
+    # a retried flow run re-validated data that changed meanwhile: no resume on the old checkpoints, kept aside
+    moved = tiny_cfg.data.model_copy(update={"val_fraction": 0.4})
+    prepared = prepare_dataset(moved, tmp_path / "prep")
+    again = train_step(tiny_cfg, prepared, run_dir)
+    assert again.resumed_from is None and len(again.history) == tiny_cfg.train.epochs
+    [stale] = run_dir.glob("stale-*")
+    assert {p.name for p in stale.iterdir()} == {"last.pt", "best.pt"} and first.epochs_run == 2
+    assert (run_dir / "split.id").read_text() == prepared.split_id
 
 
 def test_no_resume_starts_over(tiny_cfg, prepared, tmp_path):

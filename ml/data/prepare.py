@@ -6,6 +6,7 @@ same samples, and a re-run of a crashed flow sees them too.
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,11 @@ class PreparedData:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def split_id(self) -> str:
+        """Hash of split.csv (files, labels, sides): what caches and checkpoints made from this split are keyed by."""
+        return hashlib.sha256(Path(self.split_csv).read_bytes()).hexdigest()[:16]
 
 
 def unreadable_files(frame: pd.DataFrame, channels: int) -> list[tuple[str, str]]:
