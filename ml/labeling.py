@@ -74,11 +74,12 @@ def earlier_selections(store: ArtifactStore, model: str) -> pd.DataFrame:
 
 
 def training_digests(root: Path, workers: int = 4) -> set[str] | None:
-    """sha256 of every image file under the training data root; None when the root is not on this machine."""
+    """sha256 of every image file under the training data root; None when the root is not on this machine or
+    holds no image files (rows of .npy arrays, as quickdraw's, are not files a pool image could be a copy of)."""
     if not root.is_dir():
         return None
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return set(pool.map(lambda item: sha256_file(item.file), local_images(root)))
+        return set(pool.map(lambda item: sha256_file(item.file), local_images(root))) or None
 
 
 def dataset_digests(prepared: PreparedData) -> set[str]:
@@ -112,7 +113,7 @@ class LabelingBatch:
     unreadable: int
     known: int  # skipped: queued in an earlier batch, or in the training data
     selected: int
-    training_images: int | None  # images hashed under the version's data.root; None: not on this machine
+    training_images: int | None  # images hashed under the version's data.root; None: not here, or no image files
     seconds: float = 0.0
     links: dict[str, str] = field(default_factory=dict)  # tasks, label_config, selection -> URL in the store
     shown: list[dict[str, Any]] = field(default_factory=list)  # selection rows + base64 thumbnail, for the artifact

@@ -63,7 +63,10 @@ def _logged(selected: LabelingBatch) -> LabelingBatch:
         selected.unreadable,
     )
     if selected.training_images is None:
-        log.warning("training data of %s not found here: only earlier batches were skipped", selected.version)
+        log.warning(
+            "no training image files of %s here (data.root missing, or .npy rows): only earlier batches were skipped",
+            selected.version,
+        )
     return selected
 
 

@@ -31,7 +31,7 @@ from ml.data.prepare import prepare_dataset
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
-from ml.labeling import labeling_settings, labels_from_batches, merge_shortlists, select_batch
+from ml.labeling import labeling_settings, labels_from_batches, merge_shortlists, select_batch, training_digests
 from ml.labelstudio import mask_to_rle, rle_to_mask
 from ml.monitoring import read_window
 from ml.onnx_eval import open_session
@@ -47,6 +47,7 @@ from ml.tiling import onnx_predictor
 from ml.uncertainty import class_uncertainty, pixel_uncertainty
 from tests.conftest import tiny_overrides, tiny_seg_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
+from tests.test_profile import noise_png
 
 MODEL = "al-demo"
 
@@ -138,6 +139,13 @@ def _batch_files(store: str, summary: dict) -> tuple[list, str, pd.DataFrame]:
 
 
 # ---- uncertainty and selection on hand-made numbers
+
+
+def test_training_digests_say_none_where_no_image_file_could_be_copied(tmp_path):
+    np.save(tmp_path / "fish.npy", np.zeros((3, 784), np.uint8))  # quickdraw's layout: rows, not files
+    assert training_digests(tmp_path) is None and training_digests(tmp_path / "absent") is None
+    noise_png(tmp_path / "a" / "x.png", 0)
+    assert training_digests(tmp_path) == {sha256_file(tmp_path / "a" / "x.png")}
 
 
 def test_uncertainty_measures_rank_hand_made_probabilities():
