@@ -35,6 +35,7 @@ from ml.storage import ArtifactStore, ConflictError, open_store
 
 DRIFT_DETECTED = "visionflow.drift.detected"
 LIVE_METRIC_DROPPED = "visionflow.live_metric.dropped"
+TOO_FEW_ROWS = "visionflow.monitor.too_few_rows"  # no verdict possible: scoring may have stopped
 
 
 @dataclass
@@ -286,7 +287,9 @@ class MonitorAlert(Alert):
 
 
 def monitor_alerts(check: MonitorCheck, run_url: str | None) -> list[MonitorAlert]:
-    """DRIFT_DETECTED listing the drifted tests; LIVE_METRIC_DROPPED listing the metrics that fell."""
+    """DRIFT_DETECTED listing the drifted tests; LIVE_METRIC_DROPPED listing the metrics that fell; TOO_FEW_ROWS
+    when the window holds too few readable predictions for a verdict (a monitor that stays silent when production
+    stopped scoring would look like "no drift")."""
     extra = {"window": check.window, "links": check.links}
     alerts = []
 
@@ -308,4 +311,8 @@ def monitor_alerts(check: MonitorCheck, run_url: str | None) -> list[MonitorAler
             for m in check.live.dropped
         ]
         alerts.append(alert(LIVE_METRIC_DROPPED, f"live metrics dropped over the last {check.window}", lines))
+    if check.verdict == "too few rows":
+        rows = f"{check.drift.current_rows} readable of {check.rows} rows logged by this version"
+        lines = [f"{rows}: fewer than monitor.min_rows; is production still scoring?"]
+        alerts.append(alert(TOO_FEW_ROWS, f"too few predictions over the last {check.window} for a verdict", lines))
     return alerts
