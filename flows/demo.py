@@ -28,6 +28,7 @@ from ml.data.synthetic import make_shapes_dataset
 
 DARKEN, BLUR = 0.55, 0.8  # brightness factor, Gaussian blur radius (px)
 LABEL_BUDGET = 20  # images picked for labeling from the pool
+SHAPES = "shapes"  # data.synthetic.kind of the demo's generated data
 
 
 def shifted_batch(cfg: RunConfig, dest: Path, per_class: int = 50) -> Path:
@@ -46,11 +47,14 @@ def shifted_batch(cfg: RunConfig, dest: Path, per_class: int = 50) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = run_parser(__doc__).parse_args(argv)
+    preset = resolve_or_exit(args.preset, {})
+    if preset.model.task != "classify" or preset.data.synthetic is None or preset.data.synthetic.kind != SHAPES:
+        print(f"the demo needs a classifier on generated shapes (data.synthetic.kind={SHAPES}); {args.preset!r} is not")
+        return 2
+    # generated wherever data.root points (ml.config.load_config reads a data.root given alone as real data)
+    args.overrides = [*args.overrides, f"data.synthetic.kind={SHAPES}"]
     overrides = overrides_of(args)
     cfg = resolve_or_exit(args.preset, overrides)
-    if cfg.model.task != "classify" or cfg.data.synthetic is None or cfg.data.synthetic.kind != "shapes":
-        print(f"the demo needs a classifier on generated shapes (data.synthetic.kind=shapes); {args.preset!r} is not")
-        return 2
     sets = [f"--set={item}" for item in args.overrides] + (["--store", args.store] if args.store else [])
     # steps 2-4 take no preset: the store (and its S3 server) the retrain published to
     store = ["--store", cfg.storage.uri] + (

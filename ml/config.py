@@ -426,4 +426,8 @@ def load_config(preset: str, overrides: dict[str, Any] | list[str] | None = None
     raw = yaml.safe_load(preset_path(preset).read_text()) or {}
     raw.setdefault("name", preset)
     raw["preset"] = preset
+    overrides = overrides or {}
+    if "data.root" in overrides and not any(k.split(".")[:2] == ["data", "synthetic"] for k in overrides):
+        # a data.root of one's own is real data: a mistyped path must fail, not fill up with generated shapes
+        overrides = {**overrides, "data.synthetic": None}
     return RunConfig.model_validate(apply_overrides(raw, overrides or {}))

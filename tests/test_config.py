@@ -63,3 +63,17 @@ def test_monitor_and_champion_metric_follow_the_task_unless_set():
     assert (saved.train.monitor, saved.gate.champion.metric) == ("f1", "f1")
     with pytest.raises(ValidationError, match="train.monitor: \\['macro_f1'\\] not produced for model.task=segment"):
         RunConfig(model={"task": "segment"}, train={"monitor": "macro_f1"})
+
+
+def test_a_data_root_of_ones_own_is_real_data(tmp_path):
+    from ml.data.layouts import DatasetError
+    from ml.data.prepare import load_frame
+
+    assert load_config("demo").data.synthetic is not None  # the preset's own root: generated on first use
+    own = load_config("demo", {"data.root": str(tmp_path / "typo")})
+    assert own.data.synthetic is None
+    with pytest.raises(DatasetError, match="typo"):  # a mistyped path fails; no shapes are generated there
+        load_frame(own.data)
+    assert not (tmp_path / "typo").exists()
+    asked = load_config("demo", {"data.root": str(tmp_path / "gen"), "data.synthetic.per_class": 5})
+    assert asked.data.synthetic.per_class == 5
