@@ -37,7 +37,7 @@ from tasks.evaluation import (
     score_shipped,
 )
 from tasks.monitoring import build_reference
-from tasks.registry import promote_model, publish_model, read_production
+from tasks.registry import promote_model, publish_model, reach_store, read_production
 from tasks.reporting import publish_artifacts, write_report
 from tasks.training import train_model
 
@@ -83,6 +83,7 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     """
     cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
     run_dir = run_dir_for(cfg)
+    reach_store(cfg)  # a wrong endpoint, bucket or credentials fail here, not after training
 
     # 1. data: index, check, split (stops the run on unreadable images or empty classes)
     prepared = validate_data(cfg, run_dir)

@@ -34,12 +34,21 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
 LOCKS = ".locks/"  # reserved key prefix for locks and probes; never listed
 LOCK_TIMEOUT_S = 10.0
 LOCK_STALE_S = 30.0
 _MISSING = ("404", "NoSuchKey", "NotFound")
+# answers that a retry would only get again: wrong or missing credentials, no such bucket, no access
+_REFUSALS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled")
+
+
+def is_refusal(err: BaseException) -> bool:
+    """Whether a storage error will repeat on retry (credentials, bucket, access), unlike a timeout or a 5xx."""
+    if isinstance(err, NoCredentialsError | PartialCredentialsError):
+        return True
+    return isinstance(err, ClientError) and err.response.get("Error", {}).get("Code") in _REFUSALS
 
 
 class ObjectNotFound(KeyError):

@@ -17,7 +17,7 @@ from ml.quantize import quantize_classifier
 from ml.steps import evaluate_step, export_step, latency_step, shipped_evaluation
 from ml.train import TrainResult
 from tasks.gpus import on_gpus
-from tasks.registry import open_registry
+from tasks.registry import STORE_RETRIES, open_registry
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -42,7 +42,7 @@ def score_shipped(cfg: RunConfig, prepared: PreparedData, evaluation: Evaluation
     return shipped_evaluation(cfg, prepared, evaluation, Path(exported.path))
 
 
-@task(name="challenge-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="challenge-production", cache_policy=NO_CACHE, **STORE_RETRIES)
 def challenge_production(
     cfg: RunConfig, prepared: PreparedData, exported: ExportResult, production: str | None, run_dir: Path
 ) -> ChampionEval:

@@ -20,6 +20,7 @@ from ml.monitoring import ScoringJob
 from ml.reference import Production
 from ml.selection import Shortlist
 from ml.storage import open_store
+from tasks.registry import STORE_RETRIES
 
 
 @task(name="choose-batch", cache_policy=NO_CACHE)
@@ -30,7 +31,7 @@ def choose_batch(production: Production, job: ScoringJob) -> LabelingBatch:
     return _logged(select_batch(store, production, job.source, lab, mon, job.run, job.endpoint_url))
 
 
-@task(name="shortlist-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="shortlist-shard", cache_policy=NO_CACHE, **STORE_RETRIES)
 def shortlist_shard(job: ScoringJob, refs: list[ImageRef], shard: int, skip: frozenset[str]) -> Shortlist:
     """One shard of a large pool, wherever the task runner puts it: its images' shortlist (known ones skipped)."""
     production = job.production()

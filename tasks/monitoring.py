@@ -37,6 +37,7 @@ from ml.reference import Production, ReferenceFiles, load_production, reference_
 from ml.registry import Registry
 from ml.storage import open_store
 from tasks.alerts import dispatch, flow_run_url
+from tasks.registry import STORE_RETRIES
 
 
 def run_name() -> str:
@@ -55,7 +56,7 @@ def build_reference(
     return reference_for_run(cfg, prepared, Path(exported.path), run_dir / "reference", threshold)
 
 
-@task(name="load-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="load-production", cache_policy=NO_CACHE, **STORE_RETRIES)
 def fetch_production(model: str, store: str, cache_dir: Path, endpoint_url: str | None = None) -> Production:
     return load_production(Registry(open_store(store, endpoint_url)), model, cache_dir)
 
@@ -67,7 +68,7 @@ def score_images(production: Production, job: ScoringJob) -> LogWritten:
     return _log_scores(production, image_source(job.source, production.classes, job.endpoint_url), job)
 
 
-@task(name="score-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="score-shard", cache_policy=NO_CACHE, **STORE_RETRIES)
 def score_shard(job: ScoringJob, refs: list[ImageRef], shard: int) -> LogWritten:
     """One shard of a large source, wherever the task runner puts it (another process, a Dask worker): it loads
     the version its flow started with (downloaded once per machine), and a retry rewrites the same parquet parts."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from ml.config import RunConfig
 from ml.gate import GateReport
@@ -15,7 +17,7 @@ from ml.publish import Promotion, PublishResult, promote_if_passed, publish_vers
 from ml.reference import ReferenceFiles
 from ml.registry import PRODUCTION, Registry
 from ml.steps import RunRecords
-from ml.storage import open_store
+from ml.storage import is_refusal, open_store
 from tasks.alerts import flow_run_url
 
 
@@ -23,14 +25,33 @@ def open_registry(cfg: RunConfig) -> Registry:
     return Registry(open_store(cfg.storage.uri, cfg.storage.endpoint_url))
 
 
-@task(name="read-production", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Prefect's retry_condition_fn for store tasks: retry a timeout or a 5xx, not a refusal that would repeat
+    (missing credentials, no such bucket, access denied)."""
+    err = state.result(raise_on_failure=False)
+    return not (isinstance(err, BaseException) and is_refusal(err))
+
+
+STORE_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": worth_retrying}
+
+
+@task(name="reach-store", cache_policy=NO_CACHE, **STORE_RETRIES)
+def reach_store(cfg: RunConfig) -> None:
+    """Read the model's `production` alias before any work: a wrong endpoint, bucket or credentials fail the run
+    in seconds instead of after training."""
+    registry = open_registry(cfg)
+    registry.get_alias(cfg.name, PRODUCTION)
+    get_run_logger().info("store %s reachable", registry.store.url())
+
+
+@task(name="read-production", cache_policy=NO_CACHE, **STORE_RETRIES)
 def read_production(cfg: RunConfig) -> str | None:
     """The version `production` points at now: the champion this run is judged against and must still replace."""
     alias = open_registry(cfg).get_alias(cfg.name, PRODUCTION)
     return alias["version"] if alias else None
 
 
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(name="publish", cache_policy=NO_CACHE, **STORE_RETRIES)
 def publish_model(
     cfg: RunConfig, records: RunRecords, report_md: Path, reference: ReferenceFiles | None = None
 ) -> PublishResult:

@@ -232,3 +232,22 @@ def test_s3_server_killed_mid_upload_then_next_run_publishes(tmp_path: Path, mon
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.usefixtures("prefect_harness", "aws_env")
+def test_an_unreachable_bucket_fails_the_run_before_any_work_without_retrying(tmp_path, moto_server: S3Server):  # noqa: F811
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    over = tiny_overrides(tmp_path) | {
+        "storage.uri": "s3://no-such-bucket/models",
+        "storage.endpoint_url": moto_server.endpoint,
+    }
+    state = retrain("demo", over, return_state=True)
+    assert state.is_failed() and "NoSuchBucket" in str(state.result(raise_on_failure=False))
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("reach-store", 1)]  # once: no retries
+    assert not (tmp_path / "data").exists()  # not even the demo data was generated
