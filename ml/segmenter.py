@@ -146,10 +146,10 @@ def evaluate_onnx_segmenter(cfg: RunConfig, prepared: PreparedData, path: Path, 
     cannot score these pages (other channels, not a segmenter) is IncompatibleModel, as for classifiers."""
     pages, session = load_pages(cfg, prepared, side), open_session(path)
     try:
-        metrics, _, _ = score_pages(cfg, pages, onnx_predictor(session))
+        metrics, rows, _ = score_pages(cfg, pages, onnx_predictor(session))
     except Exception as e:  # onnxruntime's errors share no base class below Exception
         raise IncompatibleModel(f"{path}: cannot segment this split's pages: {e}") from e
-    return {**metrics, "n": len(pages)}
+    return {**metrics, "n": len(pages), "per_image": rows}
 
 
 def latency_on_split(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
