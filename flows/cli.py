@@ -11,7 +11,9 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
@@ -32,9 +34,35 @@ def doc_parser(doc: str | None) -> argparse.ArgumentParser:
     )
 
 
+def _override(value: str) -> str:
+    try:
+        parse_override(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
 def add_set(p: argparse.ArgumentParser, help: str) -> None:
-    """--set KEY=VALUE, repeatable, collected in `overrides`."""
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+    """--set KEY=VALUE, repeatable, collected in `overrides` (a malformed item exits 2)."""
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], type=_override, metavar="KEY=VALUE", help=help
+    )
+
+
+def existing(kind: Literal["folder", "file"], s3: bool = True) -> Callable[[str], str]:
+    """argparse type: a path or file://PATH that must be an existing folder (or file), or, with `s3`, an
+    s3:// URI as given; so a typo exits 2 before a flow run starts, and before its crash alert goes out."""
+
+    def check(value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "s3" and s3:
+            return value
+        path = Path(unquote(parsed.netloc + parsed.path) if parsed.scheme == "file" else value)
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
+            raise argparse.ArgumentTypeError(f"{value!r}: no such {kind}{' (or s3://BUCKET/PREFIX)' if s3 else ''}")
+        return value
+
+    return check
 
 
 def _matching(pattern: str, what: str) -> Callable[[str], str]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli import print_summary, result_or_report
+from flows.cli import existing, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Store, Window
 from flows.runs import alerting_flow
 from flows.score import overrides_or_exit, parser
@@ -86,7 +86,11 @@ def monitor(
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--window", help="how far back: 7d, 12h ... (default: the version's monitor.window)")
-    p.add_argument("--labels", help="CSV with path,label for logged images (paths as logged or relative to source)")
+    p.add_argument(
+        "--labels",
+        type=existing("file", s3=False),
+        help="CSV with path,label for logged images (paths as logged or relative to source)",
+    )
     args = p.parse_args(argv)
     overrides = overrides_or_exit(args.overrides, **({"monitor.window": args.window} if args.window else {}))
     state = monitor(

@@ -26,7 +26,7 @@ from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import ValidationError
 
-from flows.cli import add_set, add_store, doc_parser, print_summary, result_or_report
+from flows.cli import add_set, add_store, doc_parser, existing, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
 from flows.runs import alerting_flow
 from ml.config import DEFAULT_STORE, parse_override
@@ -129,7 +129,9 @@ def overrides_or_exit(items: list[str], settings: Callable = monitor_settings, *
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--source", required=True, help="folder, file://PATH or s3://BUCKET/PREFIX of images")
+    p.add_argument(
+        "--source", required=True, type=existing("folder"), help="folder, file://PATH or s3://BUCKET/PREFIX of images"
+    )
     args = p.parse_args(argv)
     overrides = overrides_or_exit(args.overrides)
     state = score(args.model, args.source, args.store, overrides, args.cache_dir, args.endpoint_url, return_state=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import print_summary, result_or_report
+from flows.cli import existing, print_summary, result_or_report
 from flows.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
 from flows.runs import alerting_flow
 from flows.score import overrides_or_exit, parser, shard_runner
@@ -107,7 +107,12 @@ def shortlist_shards(job: ScoringJob, classes: list[str], shard_files: int) -> t
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__, "labeling.* or monitor.*")
-    p.add_argument("--pool", required=True, help="folder, file://PATH or s3://BUCKET/PREFIX of unlabeled images")
+    p.add_argument(
+        "--pool",
+        required=True,
+        type=existing("folder"),
+        help="folder, file://PATH or s3://BUCKET/PREFIX of unlabeled images",
+    )
     p.add_argument("--budget", type=int, help="images to select (default: the version's labeling.budget)")
     args = p.parse_args(argv)
     extra = {"labeling.budget": args.budget} if args.budget is not None else {}

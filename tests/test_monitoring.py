@@ -308,6 +308,24 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         next(image_source(str(tmp_path / "missing")))
 
 
+@pytest.mark.parametrize(
+    ("main", "args", "says"),
+    [
+        ("flows.score", ["--source", "{tmp}/typo"], "argument --source: '{tmp}/typo': no such folder"),
+        ("flows.select_for_labeling", ["--pool", "file://{tmp}/typo"], "argument --pool: 'file://{tmp}/typo'"),
+        ("flows.monitor", ["--labels", "{tmp}/labels.csv"], "argument --labels: '{tmp}/labels.csv': no such file"),
+        ("flows.score", ["--source", "{tmp}", "--set", "monitor.batch_size"], "is not of the form key.path=value"),
+    ],
+)
+def test_a_mistyped_argument_exits_2_before_a_flow_run_and_its_crash_alert(tmp_path, capsys, main, args, says):
+    import importlib
+
+    run = importlib.import_module(main).main
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--model", "demo", *[a.format(tmp=tmp_path) for a in args]])
+    assert exit_info.value.code == 2 and says.format(tmp=tmp_path) in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_too_few_rows_give_no_verdict(published):
     reference = pd.read_parquet(published.production.reference)
