@@ -26,12 +26,8 @@ if TYPE_CHECKING:  # the registry CLI imports this module and needs no Prefect
 
 
 def doc_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A parser whose --help is the module docstring: its first line, then the whole (examples included)."""
-    return argparse.ArgumentParser(
-        description=(doc or "").strip().splitlines()[0] if doc else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=doc,
-    )
+    """A parser whose --help shows the module docstring (examples included) as written, above the options."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _override(value: str) -> str:

@@ -87,7 +87,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for metric in (k for k, v in mine[0].items() if isinstance(v, float) and k != "seed"):
             values = [r[metric] for r in mine if r[metric] is not None]
             if values:
-                s = mean_ci(values)
+                s = mean_ci(values, bounds=(0.0, None) if "loss" in metric else (0.0, 1.0))
                 rows.append(
                     {
                         "variant": variant,
@@ -95,7 +95,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "n": s["n"],
                         "mean": round(s["mean"], 4),
                         "std": round(s["std"], 4),
-                        "ci95": f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]",
+                        "ci95": [round(s["ci_low"], 4), round(s["ci_high"], 4)],
                     }
                 )
     return rows
@@ -103,8 +103,14 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = run_parser(__doc__)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--ablate", action="append", choices=sorted(ABLATIONS), default=[])
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
+    parser.add_argument(
+        "--ablate",
+        action="append",
+        choices=sorted(ABLATIONS),
+        default=[],
+        help="also run each seed with this switched off (repeatable); augment: every augmentation at zero",
+    )
     args = parser.parse_args(argv)
     overrides = overrides_of(args)
     resolve_or_exit(args.preset, overrides)
@@ -114,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{'variant':<14} {'metric':<16} {'n':>2} {'mean':>8} {'std':>8}  95% CI")
     for r in result["summary"]:
-        print(f"{r['variant']:<14} {r['metric']:<16} {r['n']:>2} {r['mean']:>8} {r['std']:>8}  {r['ci95']}")
+        low, high = r["ci95"]
+        print(f"{r['variant']:<14} {r['metric']:<16} {r['n']:>2} {r['mean']:>8} {r['std']:>8}  [{low}, {high}]")
     print_summary({"preset": args.preset, "summary": json.loads(json.dumps(result["summary"]))})
     return 0
 

@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"verdict:  {verdict} over the last {summary['window']}, {summary['rows']} rows of {summary['version']}")
     for name, url in summary["links"].items():
         print(f"{name + ':':9} {url}")
-    if summary["alerts"] or summary["retrain_flow_run"]:
-        print(f"alerts:   {', '.join(summary['alerts']) or 'none'}; retrain flow run: {summary['retrain_flow_run']}")
+    if summary["alerts"]:
+        print(f"alerts:   {', '.join(summary['alerts'])}")
+    if summary["retrain_flow_run"]:
+        print(f"retrain:  flow run {summary['retrain_flow_run']} (monitor.retrain_on_drift)")
     print_summary(summary)
     return 0
 

@@ -21,6 +21,6 @@ ModelName = Annotated[str, Field(min_length=1)]
 Store = Annotated[str, Field(pattern=STORE_PATTERN)]
 Source = Annotated[str, Field(min_length=1)]
 EndpointUrl = Annotated[str | None, Field(pattern=URL_PATTERN)]
-Window = Annotated[str | None, Field(pattern=r"^[1-9][0-9]*[hd]$")]  # as MonitorConfig.window
+Window = Annotated[str | None, Field(pattern=r"^[1-9][0-9]*(h|d)$")]  # as MonitorConfig.window
 Budget = Annotated[int | None, Field(ge=1)]
 Seeds = Annotated[int, Field(ge=2)]  # a 95% CI needs two runs at least

@@ -1,4 +1,4 @@
-"""Score new images with the production model into the prediction log (monitoring/<model>/predictions/).
+r"""Score new images with the production model into the prediction log (monitoring/<model>/predictions/).
 
     python -m flows.score --model demo --source incoming/
     python -m flows.score --model demo --source s3://bucket/incoming/2026-11-23 --store s3://models/visionflow

@@ -1,4 +1,4 @@
-"""Pick the pool images worth labeling with the production model, as a Label Studio batch in the store.
+r"""Pick the pool images worth labeling with the production model, as a Label Studio batch in the store.
 
     python -m flows.select_for_labeling --model demo --pool unlabeled/ --budget 50
     python -m flows.select_for_labeling --model demo --pool s3://bucket/unlabeled --store s3://models/visionflow

@@ -47,7 +47,7 @@ class GateReport:
     def verdict(self) -> str:
         if not self.rules:
             return "passed (no rules)"
-        return "passed" if self.passed else f"failed ({len(self.failed)}/{len(self.rules)} rules)"
+        return "passed" if self.passed else f"failed ({len(self.failed)} of {len(self.rules)} rules failed)"
 
     def to_dict(self) -> dict[str, Any]:
         rules = [asdict(r) for r in self.rules]

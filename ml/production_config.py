@@ -56,7 +56,7 @@ class MonitorConfig(Section):
     # where the shards run: unset = threads of the flow's process; "local" = a Dask cluster of worker processes on
     # this machine; tcp://host:8786 = a Dask scheduler (its workers need this repo and requirements.lock)
     dask_address: str | None = Field(None, pattern=r"^(local|(tcp|tls)://.+)$")
-    window: str = Field("7d", pattern=r"^[1-9][0-9]*[hd]$")  # log rows this recent are compared (h: hours, d: days)
+    window: str = Field("7d", pattern=r"^[1-9][0-9]*(h|d)$")  # log rows this recent are compared (h: hours, d: days)
     min_rows: int = Field(30, ge=2)  # fewer readable rows in the window: no verdict
     max_rows: int = Field(50_000, ge=100)  # larger windows are sampled down (seeded) before testing
     stattest: str = "ks"  # numerical columns

@@ -13,6 +13,8 @@ def test_mean_ci_matches_the_t_interval():
     # t(0.975, 2) = 4.303; std = 0.1; half = 4.303 * 0.1 / sqrt(3)
     assert s["mean"] == pytest.approx(0.6) and s["ci_half"] == pytest.approx(0.24843, abs=1e-4)
     assert mean_ci([0.5])["ci_half"] == 0.0
+    wide = mean_ci([0.9, 0.95], bounds=(0.0, 1.0))  # two seeds: t(0.975, 1) = 12.7, the interval passes 1
+    assert wide["ci_high"] == 1.0 and wide["ci_low"] == pytest.approx(0.925 - wide["ci_half"])
 
 
 @pytest.mark.slow

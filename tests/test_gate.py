@@ -45,7 +45,7 @@ def test_absolute_rules_and_a_missing_metric_fails():
     rules = GateConfig(min={"accuracy": 0.9, "auroc": 0.99}, max={"loss": 0.5}, champion={"enabled": False})
     report = evaluate_gate(Candidate({**_metrics(), "auroc": None}), NO_PRODUCTION, rules)
     assert _rows(report) == {"accuracy >= 0.9": True, "auroc >= 0.99": False, "loss <= 0.5": True}
-    assert report.failed[0].detail == "not measured" and report.verdict == "failed (1/3 rules)"
+    assert report.failed[0].detail == "not measured" and report.verdict == "failed (1 of 3 rules failed)"
     assert not report.passed
 
 
