@@ -5,10 +5,11 @@
     # a large pool in shards (flows.select_for_labeling): shortlist_of per shard, merge_shortlists, finish_batch
     labels_from_batches(store, "demo", prepared)     # {batch: images of this dataset it supplied}
 
-Layout (DESIGN.md section 4):
+Layout in the store:
     labeling/<model>/<batch>/tasks.json         Label Studio import (ml.labelstudio), the model's guess attached
     labeling/<model>/<batch>/label_config.xml   the labeling config whose names and labels the tasks use
-    labeling/<model>/<batch>/selection.csv      rank, path, sha256, score, measure, predicted, confidence, strategy
+    labeling/<model>/<batch>/selection.csv      rank, path, sha256, uncertainty, measure, predicted, confidence,
+                                                strategy
 selection.csv is written last: a batch exists once it does, so a crash never leaves a half-written batch that
 later selections would treat as queued. Images queued in an earlier batch, or present under the version's
 data.root (same sha256), are skipped. The pool streams (ml.pool) and only the shortlist is kept; the chosen
@@ -137,7 +138,7 @@ class LabelingBatch:
         )
         rows = [
             f"| {r['rank']} | ![{r['rank']}](data:image/png;base64,{r['thumbnail']}) | {r['predicted']} | "
-            f"{r['confidence']:.3f} | {r['score']:.3f} | {str(r['path']).replace('|', '%7C')} |"
+            f"{r['confidence']:.3f} | {r['uncertainty']:.3f} | {str(r['path']).replace('|', '%7C')} |"
             for r in self.shown
         ]
         table = "| rank | image | predicted | confidence | uncertainty | file |\n|---:|---|---|---:|---:|---|\n"
@@ -256,7 +257,7 @@ def write_batch(
             "rank": chosen["rank"],
             "path": chosen["file"],
             "sha256": chosen["sha256"],
-            "score": chosen["score"],
+            "uncertainty": chosen["score"],
             "measure": lab.measure,
             "predicted": chosen["pred"],
             "confidence": chosen["confidence"],

@@ -5,7 +5,7 @@
     check = check_window(store, production, mon, run, datetime.now(UTC))   # report.html + summary.json saved
     monitor_alerts(check, run_url)                                          # -> MonitorAlert list (ml.alerts)
 
-Layout (DESIGN.md section 4):
+Layout in the store:
     monitoring/<model>/predictions/date=YYYY-MM-DD/<run>-<part>.parquet   the prediction log, append-only
     monitoring/<model>/retrain-triggers/<YYYY-MM-DD>-<window>.json        one retrain per window and day
     reports/monitor/<model>/<run>/report.html | summary.json

@@ -1,6 +1,6 @@
 """Model registry over an ArtifactStore: immutable versions, movable aliases.
 
-Layout (DESIGN.md section 4)::
+Layout in the store::
 
     models/<model>/versions/<version>/model.onnx | metadata.json | report.md | plots/*.png | ...
     models/<model>/aliases/<alias>.json        {version, sha256, promoted_at, previous, history[, rolled_back_from]}

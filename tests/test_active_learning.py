@@ -297,7 +297,7 @@ def test_flow_on_a_folder_writes_an_importable_batch_and_skips_known_images(clas
     assert f"tasks:    {first['links']['tasks']}" in out and first["training_images"] == 64
     tasks, config_xml, selection = _batch_files(store, first)
     check_labelstudio_import(tasks, config_xml)
-    assert list(selection.columns) == ["rank", "path", "sha256", "score", "measure", "predicted", "confidence",
+    assert list(selection.columns) == ["rank", "path", "sha256", "uncertainty", "measure", "predicted", "confidence",
                                        "strategy"]  # fmt: skip
     assert [t["data"]["path"] for t in tasks] == list(selection["path"]) and (
         selection["strategy"] == "diversity"
@@ -316,7 +316,7 @@ def test_flow_on_a_folder_writes_an_importable_batch_and_skips_known_images(clas
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _, _, again = _batch_files(store, second)
     assert second["selected"] == 12 and not set(again["sha256"]) & set(selection["sha256"])  # the 20 new, once each
-    assert (again["score"].diff().dropna() <= 0).all()  # most uncertain first
+    assert (again["uncertainty"].diff().dropna() <= 0).all()  # most uncertain first
     fresh = {sha256_file(p) for p in pool.glob("*/*.png")}
     assert set(again["sha256"]) | set(selection["sha256"]) == fresh
 
@@ -380,7 +380,7 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
     tasks, config_xml, selection = _batch_files(store, batch.to_dict())
     check_labelstudio_import(tasks, config_xml)
     assert "<BrushLabels" in config_xml and (selection["predicted"] == "foreground").all()
-    assert (selection["score"].diff().dropna() <= 0).all() and selection["measure"].eq("uncertain_share").all()
+    assert (selection["uncertainty"].diff().dropna() <= 0).all() and selection["measure"].eq("uncertain_share").all()
     seg, predict = Segmenter.of(production), onnx_predictor(open_session(Path(production.onnx)))
     for task in tasks:
         image = decode(Path(task["data"]["path"]).read_bytes(), production.channels)
