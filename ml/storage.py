@@ -275,18 +275,27 @@ class S3Store(ArtifactStore):
 
     @property
     def conditional_writes(self) -> bool:
-        """Whether the server enforces IfNoneMatch: probed once, by two conditional puts of one fresh key."""
+        """Whether the server enforces both conditions the alias moves use, probed once on a fresh key: a second
+        IfNoneMatch put and an IfMatch put with a stale ETag must each be refused with 412."""
         if self._conditional is None:
             probe = f"{self.prefix}{LOCKS}.probe-{uuid.uuid4().hex}"
             try:
-                for _ in range(2):
-                    self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"", IfNoneMatch="*")
-                self._conditional = False
-            except ClientError as e:  # 412 on the second put: enforced; any other refusal: do not rely on it
-                self._conditional = e.response["Error"]["Code"] == "PreconditionFailed"
+                self._conditional = all(
+                    self._refused(probe, **cond) for cond in ({"IfNoneMatch": "*"}, {"IfMatch": '"stale"'})
+                )
             finally:
                 self.client.delete_object(Bucket=self.bucket, Key=probe)
         return self._conditional
+
+    def _refused(self, probe: str, **condition: str) -> bool:
+        """Whether a conditional put over an existing `probe` is refused with 412 (any other refusal: do not rely
+        on conditions)."""
+        self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"", **condition)
+        except ClientError as e:
+            return e.response["Error"]["Code"] == "PreconditionFailed"
+        return False
 
     def write_if(self, key: str, data: bytes, expected_token: str | None) -> str:
         if not self.conditional_writes:
