@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ml.config import CLASSIFIER_METRICS, SEGMENTER_METRICS, RunConfig
 from ml.data.prepare import PreparedData
+from ml.export import IncompatibleModel
 from ml.gate import ChampionEval
-from ml.onnx_eval import IncompatibleModel
 from ml.registry import MODEL_FILE, Registry
 from ml.steps import onnx_metrics_step
 from ml.storage import sha256_file

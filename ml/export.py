@@ -99,15 +99,25 @@ def export_onnx(
     return path
 
 
-def onnx_session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+class IncompatibleModel(ValueError):
+    """The ONNX file cannot score these images: unreadable, other input shape, other classes, no `probs`."""
+
+
+def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """CPU session (threads=0: onnxruntime's default); a file onnxruntime cannot load is IncompatibleModel."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors share no base class below Exception
+        raise IncompatibleModel(f"{path}: onnxruntime cannot load it: {e}") from e
 
 
 def max_abs_diff(path: Path, model: nn.Module, batch: torch.Tensor, tta: list[str] | tuple[str, ...] = ()) -> float:
     """Largest |torch - onnxruntime| over every output (logits, probs, embedding) for `batch`."""
     with torch.no_grad():
         expected = [t.numpy() for t in _WithProbs(model.cpu().eval(), tta)(batch.cpu())]
-    got = onnx_session(path).run(None, {"image": batch.cpu().numpy().astype(np.float32)})
+    got = open_session(path).run(None, {"image": batch.cpu().numpy().astype(np.float32)})
     return float(max(np.max(np.abs(e - g)) for e, g in zip(expected, got, strict=True)))
 
 
@@ -127,5 +137,5 @@ def export_checked(
     if not diff <= tolerance:
         path.unlink(missing_ok=True)
         raise ParityError(f"{path}: onnxruntime differs from torch by {diff:.3g} > tolerance {tolerance:g}")
-    outputs = [o.name for o in onnx_session(path).get_outputs()]
+    outputs = [o.name for o in open_session(path).get_outputs()]
     return ExportResult(str(path), sha256_file(path), path.stat().st_size, diff, opset, outputs, list(tta))

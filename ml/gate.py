@@ -187,11 +187,6 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {k: v for k, v in metrics.items() if isinstance(v, float | int | type(None)) and k != "n"}
 
 
-def should_promote(report: GateReport) -> bool:
-    """A candidate reaches `production` only if every gate rule passed."""
-    return report.passed
-
-
 def regressions(champion: ChampionEval, tolerance: float) -> dict[str, tuple[float, float]]:
     """Metrics (production, candidate) on which the candidate is worse than production by more than `tolerance`.
 

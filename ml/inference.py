@@ -29,7 +29,7 @@ from PIL import Image
 
 from ml.data.layouts import IMAGE_EXTS, to_array
 from ml.data.profile import DECODE_ERRORS, _grey_stats
-from ml.onnx_eval import IncompatibleModel, open_session
+from ml.export import IncompatibleModel, open_session
 from ml.production_config import IMAGE_PROPERTIES, PREDICTION_COLUMNS
 from ml.storage import S3Store, open_store
 from ml.thresholds import at_threshold, decide

@@ -36,9 +36,9 @@ import pandas as pd
 
 from ml.config import apply_overrides
 from ml.data.prepare import PreparedData
+from ml.export import open_session
 from ml.inference import ImageItem, image_source, local_images
 from ml.labelstudio import brush_result, choices_result, label_config, labelstudio_task
-from ml.onnx_eval import open_session
 from ml.pool import PoolFiles, Segmenter, decode, scored_items, thumbnail
 from ml.production_config import LabelingConfig, MonitorConfig
 from ml.reference import Production

@@ -20,25 +20,12 @@ from ml.classifier import decided_on_split, load_split
 from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.evaluate import classification_metrics
-
-
-class IncompatibleModel(ValueError):
-    """The ONNX file cannot score these images: unreadable, other input shape, other classes, no `probs`."""
+from ml.export import IncompatibleModel, open_session
 
 
 def to_input(images: np.ndarray) -> np.ndarray:
     """uint8 N x H x W x C (ml.classifier.load_split) -> float32 N x C x H x W in [0, 1], as in training."""
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-
-
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """CPU session (threads=0: onnxruntime's default); a file onnxruntime cannot load is IncompatibleModel."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's errors share no base class below Exception
-        raise IncompatibleModel(f"{path}: onnxruntime cannot load it: {e}") from e
 
 
 def check_input(session: ort.InferenceSession, path: Path, images: np.ndarray) -> str:

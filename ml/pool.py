@@ -34,8 +34,8 @@ from ml.config import EvalConfig
 from ml.data.layouts import to_array
 from ml.data.profile import DECODE_ERRORS
 from ml.dataset import to_chw
+from ml.export import open_session
 from ml.inference import ImageItem, embedding_columns, score_stream
-from ml.onnx_eval import open_session
 from ml.production_config import LabelingConfig, MonitorConfig
 from ml.reference import Production
 from ml.storage import sha256_bytes

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ml.config import RunConfig
-from ml.gate import GateReport, should_promote
+from ml.gate import GateReport
 from ml.registry import PRODUCTION, AliasConflict, Registry
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def promote_if_passed(
     `expected_production` is what the run read before comparing against the champion: if another run promoted
     meanwhile, this candidate was judged against a stale champion, so it loses (AliasConflict) and says who won.
     """
-    if not should_promote(gate):
+    if not gate.passed:
         alias = registry.get_alias(model, PRODUCTION)
         return Promotion(False, alias and alias["version"], message=f"gate {gate.verdict}: {version} not promoted")
     try:

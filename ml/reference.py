@@ -24,8 +24,8 @@ from PIL import Image
 from ml.config import RunConfig
 from ml.data.layouts import load_image
 from ml.data.prepare import PreparedData
+from ml.export import IncompatibleModel
 from ml.inference import ImageItem, OnnxClassifier, Projection, score_stream
-from ml.onnx_eval import IncompatibleModel
 from ml.registry import MODEL_FILE, PRODUCTION, Registry, RegistryError
 from ml.storage import sha256_file
 

@@ -27,10 +27,10 @@ from ml.data.layouts import DatasetError, load_image
 from ml.data.masks import load_mask
 from ml.data.prepare import PreparedData
 from ml.dataset import CropDataset, pad_to, to_chw
-from ml.export import ExportResult, export_checked
+from ml.export import ExportResult, IncompatibleModel, export_checked, open_session
 from ml.losses import SegLoss
 from ml.models import pick_device
-from ml.onnx_eval import IncompatibleModel, latency_ms, open_session
+from ml.onnx_eval import latency_ms
 from ml.plots import curves_png, overlay_png
 from ml.seg_metrics import SCORES, image_scores, postprocess, summarize
 from ml.tiling import Predict, onnx_predictor, predict_tiled, torch_predictor

@@ -31,10 +31,10 @@ from ml.data.prepare import prepare_dataset
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
+from ml.export import open_session
 from ml.labeling import labeling_settings, labels_from_batches, merge_shortlists, select_batch, training_digests
 from ml.labelstudio import mask_to_rle, rle_to_mask
 from ml.monitoring import read_window
-from ml.onnx_eval import open_session
 from ml.pool import PoolFiles, Segmenter, decode
 from ml.production_config import LabelingConfig
 from ml.publish import model_input, publish_version, version_metadata

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ml.config import ModelConfig
-from ml.export import ParityError, export_checked, onnx_session
+from ml.export import ParityError, export_checked, open_session
 from ml.models import build_model
 
 
@@ -14,7 +14,7 @@ def test_export_matches_torch_and_has_a_dynamic_batch(tmp_path):
     batch = torch.rand(6, 3, 32, 32)
     result = export_checked(model, batch, tmp_path / "model.onnx", opset=17, tolerance=1e-4)
     assert result.max_abs_diff <= 1e-4 and len(result.sha256) == 64
-    session = onnx_session(tmp_path / "model.onnx")
+    session = open_session(tmp_path / "model.onnx")
     for n in (1, 5):  # exported with a batch of 1, served with any batch
         logits, probs, embedding = session.run(None, {"image": np.random.rand(n, 3, 32, 32).astype(np.float32)})
         assert logits.shape == (n, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)

@@ -12,9 +12,9 @@ from torch import nn
 from ml.champion import challenge
 from ml.config import ChampionConfig, GateConfig, load_config
 from ml.data.prepare import prepare_dataset
-from ml.export import export_onnx
+from ml.export import IncompatibleModel, export_onnx
 from ml.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
-from ml.onnx_eval import IncompatibleModel, evaluate_on_split, latency_on_split
+from ml.onnx_eval import evaluate_on_split, latency_on_split
 from ml.registry import Registry
 from ml.report import gate_rows
 from ml.storage import open_store

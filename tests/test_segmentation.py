@@ -14,7 +14,7 @@ from ml.config import ModelConfig, SyntheticConfig, load_config
 from ml.data.layouts import index_dataset
 from ml.data.synthetic_pages import make_pages_dataset
 from ml.dataset import foreground_crop
-from ml.export import export_checked, onnx_session
+from ml.export import export_checked, open_session
 from ml.losses import SegLoss, dice_loss, edge_loss, focal_loss
 from ml.models import build_model
 from ml.seg_metrics import boundary_band, image_scores, postprocess, summarize
@@ -182,7 +182,7 @@ def test_segmenter_exports_with_dynamic_height_and_width_checked_on_two_sizes(tm
     batches = [torch.rand(2, 1, 64, 64), torch.rand(1, 1, 32, 96)]
     result = export_checked(model, batches, tmp_path / "seg.onnx", opset=17, tolerance=1e-4)
     assert result.max_abs_diff <= 1e-4
-    session = onnx_session(tmp_path / "seg.onnx")
+    session = open_session(tmp_path / "seg.onnx")
     logits, probs = session.run(None, {"image": np.random.rand(3, 1, 96, 160).astype(np.float32)})
     assert logits.shape == probs.shape == (3, 1, 96, 160)
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), atol=1e-6)

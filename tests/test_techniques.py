@@ -18,11 +18,11 @@ from ml.classifier import evaluate_classifier, export_classifier, train_classifi
 from ml.config import GateConfig, load_config
 from ml.data.prepare import prepare_dataset
 from ml.evaluate import predict
-from ml.export import export_checked
+from ml.export import export_checked, open_session
 from ml.gate import Candidate, ChampionEval, evaluate_gate, quantization_rules
 from ml.losses import FocalLoss
 from ml.mixup import MixUp
-from ml.onnx_eval import evaluate_on_split, onnx_probs, open_session
+from ml.onnx_eval import evaluate_on_split, onnx_probs
 from ml.quantize import quantize_classifier, quantize_onnx
 from ml.registry import Registry
 from ml.steps import shipped_evaluation
