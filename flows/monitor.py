@@ -22,8 +22,8 @@ from typing import Any
 
 from flows.cli import existing, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Store, Window
+from flows.production_cli import overrides_or_exit, parser
 from flows.runs import alerting_flow
-from flows.score import overrides_or_exit, parser
 from ml.config import DEFAULT_STORE
 from ml.reference import PRODUCTION_CACHE
 from tasks.monitoring import (

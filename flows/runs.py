@@ -1,4 +1,5 @@
-"""How the flows' runs look in Prefect: named after their model, and alerting when they fail or crash."""
+"""How the flows' runs look in Prefect: named after their model, alerting when they fail or crash, and where their
+shards run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from tasks.alerts import alert_on_crash
 
@@ -27,3 +29,13 @@ def alerting_flow(name: str, named_by: str) -> Callable[[Callable[..., Any]], An
     run is named by the parameter `named_by`."""
     hooks = [alert_on_crash]
     return flow(name=name, flow_run_name=run_named_by(named_by), log_prints=True, on_failure=hooks, on_crashed=hooks)
+
+
+def shard_runner(address: str | None) -> TaskRunner:
+    """Threads of this process (None), a Dask cluster of worker processes on this machine ("local"), or the
+    Dask scheduler at `address` (prefect-dask's DaskTaskRunner)."""
+    if address is None:
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner  # dask loads only where shards go to it
+
+    return DaskTaskRunner() if address == "local" else DaskTaskRunner(address=address)

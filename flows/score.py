@@ -15,21 +15,18 @@ line is a JSON summary; exit code 0 when scored, 1 when scoring failed, 2 for ba
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import ValidationError
 
-from flows.cli import add_set, add_store, doc_parser, existing, print_summary, result_or_report
+from flows.cli import existing, print_summary, result_or_report
 from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
-from flows.runs import alerting_flow
-from ml.config import DEFAULT_STORE, parse_override
+from flows.production_cli import overrides_or_exit, parser
+from flows.runs import alerting_flow, shard_runner
+from ml.config import DEFAULT_STORE
 from ml.inference import source_shards
 from ml.monitoring import LogWritten, ScoringJob, monitor_settings
 from ml.reference import PRODUCTION_CACHE
@@ -92,39 +89,6 @@ def score_shards(job: ScoringJob, classes: list[str], shard_files: int) -> LogWr
     futures = [score_shard.submit(job, refs, i) for i, refs in enumerate(shards)]
     parts = [f.result() for f in futures]
     return LogWritten.merged(parts, time.perf_counter() - start)  # the wall time once every shard is done
-
-
-def shard_runner(address: str | None) -> TaskRunner:
-    """Threads of this process (None), a Dask cluster of worker processes on this machine ("local"), or the
-    Dask scheduler at `address` (prefect-dask's DaskTaskRunner)."""
-    if address is None:
-        return ThreadPoolTaskRunner()
-    from prefect_dask import DaskTaskRunner  # dask loads only where shards go to it
-
-    return DaskTaskRunner() if address == "local" else DaskTaskRunner(address=address)
-
-
-def parser(doc: str | None, sections: str = "monitor.* or alerts.*") -> argparse.ArgumentParser:
-    """--model, --store, --endpoint-url, --set (of `sections`) and --cache-dir: the options scoring, monitoring
-    and selecting for labeling share."""
-    p = doc_parser(doc)
-    p.add_argument("--model", required=True, help="the model's name in the registry (its `production` is used)")
-    add_store(p)
-    add_set(p, f"{sections} override, repeatable")
-    p.add_argument("--cache-dir", default=str(PRODUCTION_CACHE), help="where production versions are downloaded")
-    return p
-
-
-def overrides_or_exit(items: list[str], settings: Callable = monitor_settings, **extra: Any) -> dict[str, Any]:
-    """Parse --set items and validate them with `settings` against the defaults before any work (exit 2 when
-    invalid); `settings(version_config, overrides)` is ml.monitoring.monitor_settings or ml.labeling's."""
-    try:
-        overrides = {**dict(parse_override(o) for o in items), **extra}
-        settings({}, overrides)
-    except (ValidationError, ValueError) as err:
-        print(f"invalid settings:\n{err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:

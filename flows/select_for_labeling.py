@@ -33,8 +33,8 @@ from prefect import flow
 
 from flows.cli import existing, print_summary, result_or_report
 from flows.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
-from flows.runs import alerting_flow
-from flows.score import overrides_or_exit, parser, shard_runner
+from flows.production_cli import overrides_or_exit, parser
+from flows.runs import alerting_flow, shard_runner
 from ml.config import DEFAULT_STORE
 from ml.inference import source_shards
 from ml.labeling import KnownImages, known_images, labeling_settings

@@ -21,8 +21,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, De
 import ml.inference
 from flows.monitor import monitor
 from flows.retrain import retrain
+from flows.runs import shard_runner
 from flows.score import main as score_main
-from flows.score import score, shard_runner
+from flows.score import score
 from ml.classifier import export_classifier, train_classifier
 from ml.config import load_config
 from ml.data.prepare import prepare_dataset
