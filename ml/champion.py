@@ -28,12 +28,12 @@ def headline(cfg: RunConfig, metrics: dict) -> dict[str, float | None]:
     return {name: metrics[name] for name in names if name in metrics}
 
 
-def fetch_production(registry: Registry, model: str, version: str, prepared: PreparedData, dest_dir: Path) -> Path:
-    """Download the version's model.onnx (sha256 checked) after checking it predicts this split's classes."""
+def fetch_version_for(registry: Registry, model: str, version: str, prepared: PreparedData, dest_dir: Path) -> Path:
+    """Download a version's model.onnx (sha256 checked) to score `prepared`, after checking it predicts its classes."""
     meta = registry.metadata(model, version)
     if meta.get("classes") != prepared.classes:
         raise IncompatibleModel(f"it predicts classes {meta.get('classes')}, this split has {prepared.classes}")
-    path = registry.fetch(model, version, MODEL_FILE, dest_dir / f"production-{version}.onnx")
+    path = registry.fetch(model, version, MODEL_FILE, dest_dir / f"{model}-{version}.onnx")
     if sha256_file(path) != meta["onnx_sha256"]:
         raise IncompatibleModel(f"{registry.version_uri(model, version)}/{MODEL_FILE} does not match its sha256")
     return path
@@ -53,7 +53,7 @@ def challenge(
     if production is None:
         return result
     try:
-        path = fetch_production(registry, cfg.name, production, prepared, workdir)
+        path = fetch_version_for(registry, cfg.name, production, prepared, workdir)
         result.production_metrics = headline(cfg, onnx_metrics_step(cfg, prepared, path))
     except IncompatibleModel as e:
         result.error = str(e)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ml.champion import fetch_production
+from ml.champion import fetch_version_for
 from ml.classifier import by_source, load_split
 from ml.config import GroupConfig, RunConfig
 from ml.data.layouts import DatasetError
@@ -55,7 +55,7 @@ def evaluate_version(
     meta = registry.metadata(model, version)
     cfg = version_config(meta, data_root)
     prepared = prepare_holdout(cfg, meta["classes"], workdir / "data")
-    onnx = fetch_production(registry, model, version, prepared, workdir)
+    onnx = fetch_version_for(registry, model, version, prepared, workdir)
     if cfg.model.task == "segment":
         metrics = evaluate_onnx_segmenter(cfg, prepared, onnx)
     else:
