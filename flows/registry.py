@@ -53,8 +53,6 @@ def list_versions(registry: Registry, model: str) -> list[dict[str, str]]:
 
 
 def _table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return "(no versions)"
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     lines = ["  ".join(k.ljust(w) for k, w in widths.items())]
     lines += ["  ".join(r[k].ljust(w) for k, w in widths.items()) for r in rows]
@@ -89,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> str:
     registry = Registry(open_store(args.store, args.endpoint_url))
     if args.command == "list":
-        return _table(list_versions(registry, args.model))
+        rows = list_versions(registry, args.model)
+        if not rows:  # a typo in the name, or the wrong store
+            known = ", ".join(registry.models()) or "none"
+            raise RegistryError(f"no versions in {registry.store.url()}; its models: {known}")
+        return _table(rows)
     if args.command == "show":
         version = args.version or (registry.get_alias(args.model, PRODUCTION) or {}).get("version")
         if version is None:

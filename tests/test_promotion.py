@@ -96,7 +96,9 @@ def test_better_challenger_is_promoted_worse_is_not_and_rollback_restores(tmp_pa
     assert capsys.readouterr().out.startswith("version")
     rows = {r["version"]: r for r in registry_cli.list_versions(registry, "demo")}
     assert (rows[better["version"]]["alias"], rows[useless]["alias"]) == ("production", "previous")
-    assert rows[summary["version"]]["gate"].startswith("failed (2/")
+    assert rows[summary["version"]]["gate"].startswith("failed (2 of ")
+    assert registry_cli.main(["list", "dmeo", "--store", over["storage.uri"]]) == 1  # a typo: the models it knows
+    assert "list dmeo: no versions in file://" in (err := capsys.readouterr().err) and "its models: demo" in err
     assert registry_cli.main(["promote", "demo", summary["version"], "--store", over["storage.uri"]]) == 1
     assert "its gate failed" in capsys.readouterr().err
     assert registry_cli.main(["rollback", "demo", "--store", over["storage.uri"]]) == 0
