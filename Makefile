@@ -69,6 +69,8 @@ worker: $(STAMP) ## start a worker on the visionflow process pool (created if mi
 deploy: $(STAMP) ## register prefect.yaml, the gpu limit (GPUS=n) and deployments/automations/*.yaml
 	$(ENSURE_POOL)
 	$(PREFECT) deploy --all
+	@# the weekly labeling pools of prefect.yaml: an empty pool is "nothing to label", a missing one a crash
+	@grep -o '^ *pool: \.visionflow/pool/[^ ]*' prefect.yaml | sed 's/^ *pool: //' | xargs mkdir -p
 	$(PREFECT) gcl inspect gpu >/dev/null 2>&1 || $(PREFECT) gcl create gpu --limit $(GPUS)
 	@# an automation is replaced by name, so deploying twice never makes an alert fire twice
 	@tmp=$$(mktemp --suffix=.yaml); trap 'rm -f "$$tmp"' EXIT; \
