@@ -28,7 +28,9 @@ import pandas as pd
 from ml.alerts import Alert
 from ml.config import apply_overrides
 from ml.drift import DriftResult, LiveMetrics, attach_labels, detect_drift, drift_report, live_metrics
-from ml.production_config import AlertConfig, MonitorConfig
+from ml.inference import ImageItem
+from ml.pool import prediction_rows
+from ml.production_config import AlertConfig, LabelingConfig, MonitorConfig
 from ml.reference import Production, load_version
 from ml.registry import Registry
 from ml.storage import ArtifactStore, ConflictError, open_store
@@ -117,6 +119,18 @@ def write_log(
         put(pending)
     done.seconds = time.perf_counter() - start
     return done
+
+
+def score_into_log(
+    production: Production, items: Iterable[ImageItem], job: ScoringJob, shard: int | None = None
+) -> LogWritten:
+    """Score `items` with the production version at the job's monitor settings (segmenters: their labeling band
+    too) and append the rows to the prediction log (write_log)."""
+    mon, _ = monitor_settings(production.config, job.overrides)
+    band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
+    frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
+    log = open_store(job.store, job.endpoint_url)
+    return write_log(log, job.model, production.version, job.run, job.source, frames, mon.chunk_rows, shard)
 
 
 def parse_window(text: str) -> timedelta:

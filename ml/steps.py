@@ -27,6 +27,7 @@ from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import ChampionEval, GateReport
 from ml.models import pick_device
+from ml.quantize import quantize_classifier
 from ml.train import TrainResult
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,12 @@ def evaluate_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, 
 
 
 def export_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> ExportResult:
+    """model.onnx of the best checkpoint; with export.quantize (classifiers) the int8 model, its accuracy beside
+    fp32's, is the candidate's file."""
     if cfg.model.task == "segment":
         return segmenter.export_segmenter(cfg, prepared, trained, run_dir)
-    return classifier.export_classifier(cfg, prepared, trained, run_dir)
+    exported = classifier.export_classifier(cfg, prepared, trained, run_dir)
+    return exported if cfg.export.quantize == "none" else quantize_classifier(cfg, prepared, exported)
 
 
 def onnx_metrics_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> dict[str, Any]:

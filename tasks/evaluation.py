@@ -13,7 +13,6 @@ from ml.config import RunConfig
 from ml.data.prepare import PreparedData
 from ml.export import ExportResult
 from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
-from ml.quantize import quantize_classifier
 from ml.steps import evaluate_step, export_step, latency_step, shipped_evaluation
 from ml.train import TrainResult
 from tasks.gpus import on_gpus
@@ -31,8 +30,7 @@ def evaluate_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult,
 def export_model(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, run_dir: Path) -> ExportResult:
     """Fails the run if onnxruntime disagrees with torch beyond export.parity_tolerance. With export.quantize the
     int8 model (its accuracy beside fp32's) becomes the candidate's file."""
-    exported = export_step(cfg, prepared, trained, run_dir)
-    return exported if cfg.export.quantize == "none" else quantize_classifier(cfg, prepared, exported)
+    return export_step(cfg, prepared, trained, run_dir)
 
 
 @task(name="score-shipped", cache_policy=NO_CACHE)

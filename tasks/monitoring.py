@@ -29,10 +29,8 @@ from ml.monitoring import (
     monitor_alerts,
     monitor_settings,
     retrain_marker,
-    write_log,
+    score_into_log,
 )
-from ml.pool import prediction_rows
-from ml.production_config import LabelingConfig
 from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
 from ml.registry import Registry
 from ml.storage import open_store
@@ -78,11 +76,7 @@ def score_shard(job: ScoringJob, refs: list[ImageRef], shard: int) -> LogWritten
 def _log_scores(
     production: Production, items: Iterable[ImageItem], job: ScoringJob, shard: int | None = None
 ) -> LogWritten:
-    mon, _ = monitor_settings(production.config, job.overrides)
-    band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
-    frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
-    log = open_store(job.store, job.endpoint_url)
-    written = write_log(log, job.model, production.version, job.run, job.source, frames, mon.chunk_rows, shard)
+    written = score_into_log(production, items, job, shard)
     get_run_logger().info(
         "%d images scored in %.1f s (%d unreadable) -> %d parquet part(s)",
         written.rows,
