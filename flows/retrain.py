@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from flows.params import Overrides, Preset
@@ -68,13 +69,19 @@ class PromotionLost(_Verdict):
         super().__init__(summary["promotion"], summary)
 
 
+def _verdict(err: NotPromoted) -> State:
+    """The run's final state when its version was not promoted: Failed, carrying the verdict (callers get it as
+    the exception), without Prefect logging a verdict as if it were a crash, traceback and all."""
+    return Failed(message=str(err), data=err)
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
     """One directory per flow run: a Prefect retry of the same run finds its checkpoints again."""
     return cfg.storage.workdir / cfg.name / str(flow_run.get_id() or uuid.uuid4())
 
 
 @alerting_flow("retrain", named_by="preset")
-def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any]:
+def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any] | State:
     """Retrain the model of a preset: validate, train, evaluate, export, gate, publish, promote.
 
     Args:
@@ -124,9 +131,9 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)
     summary["alerts"] = send_alerts(cfg, published.version, gate, champion)
     if not gate.passed:
-        raise GateFailed(summary)
+        return _verdict(GateFailed(summary))
     if not promotion.promoted:
-        raise PromotionLost(summary)
+        return _verdict(PromotionLost(summary))
     return summary
 
 
