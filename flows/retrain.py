@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import State
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from flows.params import Overrides, Preset
-from flows.runs import alerting_flow
+from flows.runs import alerting_flow, failed_with
 from ml.alerts import NotPromoted
 from ml.config import RunConfig, load_config
 from ml.report import summary_markdown
@@ -69,12 +69,6 @@ class PromotionLost(_Verdict):
         super().__init__(summary["promotion"], summary)
 
 
-def _verdict(err: NotPromoted) -> State:
-    """The run's final state when its version was not promoted: Failed, carrying the verdict (callers get it as
-    the exception), without Prefect logging a verdict as if it were a crash, traceback and all."""
-    return Failed(message=str(err), data=err)
-
-
 def run_dir_for(cfg: RunConfig) -> Path:
     """One directory per flow run: a Prefect retry of the same run finds its checkpoints again."""
     return cfg.storage.workdir / cfg.name / str(flow_run.get_id() or uuid.uuid4())
@@ -93,7 +87,10 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     reach_store(cfg)  # a wrong endpoint, bucket or credentials fail here, not after training
 
     # 1. data: index, check, split (stops the run on unreadable images or empty classes)
-    prepared = validate_data(cfg, run_dir)
+    validated = validate_data(cfg, run_dir, return_state=True)
+    if validated.is_failed():
+        return failed_with(validated.result(raise_on_failure=False))  # the failed rules and their files
+    prepared = validated.result()
     # 2. train: best checkpoint by train.monitor, resumable
     trained = train_model(cfg, prepared, run_dir)
     # 3. evaluate on the validation split
@@ -131,9 +128,9 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)
     summary["alerts"] = send_alerts(cfg, published.version, gate, champion)
     if not gate.passed:
-        return _verdict(GateFailed(summary))
+        return failed_with(GateFailed(summary))
     if not promotion.promoted:
-        return _verdict(PromotionLost(summary))
+        return failed_with(PromotionLost(summary))
     return summary
 
 

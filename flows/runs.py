@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from tasks.alerts import alert_on_crash
@@ -39,3 +40,10 @@ def shard_runner(address: str | None) -> TaskRunner:
     from prefect_dask import DaskTaskRunner  # dask loads only where shards go to it
 
     return DaskTaskRunner() if address == "local" else DaskTaskRunner(address=address)
+
+
+def failed_with(err: BaseException) -> State:
+    """A flow's final state for an outcome that is a verdict, not a crash (bad data, a failed gate): Failed,
+    carrying `err` (callers get it as the exception, hooks alert on it), named by its first line, with no
+    traceback logged."""
+    return Failed(message=str(err).splitlines()[0].lstrip("# "), data=err)

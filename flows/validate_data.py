@@ -17,16 +17,17 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
 from flows.params import Overrides, Preset
-from flows.runs import run_named_by
+from flows.runs import failed_with, run_named_by
 from ml.config import load_config
 from tasks.data import validate_data
 
 
 @flow(name="validate-data", flow_run_name=run_named_by("preset"), log_prints=True)
-def validate_data_flow(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any]:
+def validate_data_flow(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, Any] | State:
     """Validate the dataset of a preset (profile, Great Expectations suite, split) without training.
 
     Args:
@@ -36,8 +37,11 @@ def validate_data_flow(preset: Preset = "demo", overrides: Overrides = None) -> 
     cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
     run_dir = cfg.storage.workdir / cfg.name / f"validate-{flow_run.get_id() or uuid.uuid4()}"
 
-    # 1. profile + GX suite; stops here with the failed rules and their files
-    prepared = validate_data(cfg, run_dir)
+    # 1. profile + GX suite; ends here with the failed rules and their files
+    validated = validate_data(cfg, run_dir, return_state=True)
+    if validated.is_failed():
+        return failed_with(validated.result(raise_on_failure=False))  # the failed rules and their files
+    prepared = validated.result()
 
     return {
         "model": cfg.name,

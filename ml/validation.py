@@ -154,7 +154,7 @@ def class_table(samples: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 DETAILS = {  # how an offending row is described, by the rule's meta.detail
     "error": lambda r: r["error"],
     "count": lambda r: (
-        f"{r['count']} images ({r['train']} train, {r['val']} val); the largest class has {r['imbalance']:.3g}x as many"
+        f"{r['count']} images ({r['train']} train, {r['val']} val); largest class / this {r['imbalance']:.3g}"
     ),
     "channels": lambda r: f"{r['channels']:.0f} channel(s), {r['format']}",
     "size": lambda r: f"{r['width']:.0f}x{r['height']:.0f} px",

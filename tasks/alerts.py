@@ -75,5 +75,5 @@ def alert_on_crash(flow: Any, flow_run: Any, state: Any) -> None:
     model, alerts = _alert_target(flow.name, flow_run.parameters or {})
     if not isinstance(error, BaseException):
         error = state.message or f"flow run ended in state {state.type}"
-    log.warning("%s failed; alerting: %s", flow.name, error)
+    log.warning("%s failed; alerting: %s", flow.name, str(error).splitlines()[0])
     dispatch(crash_alert(model, error, url_for("flow-run", obj_id=flow_run.id), flow.name), alerts)
