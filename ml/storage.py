@@ -4,8 +4,9 @@ Flows and the registry only see '/'-separated keys, so the same code runs on a l
 and against S3 or any S3-compatible server (``s3://bucket/prefix``).
 
 ``read_versioned`` / ``write_if`` are the compare-and-swap behind the registry's commit point (the alias):
-- file://: read-compare-write under an ``O_CREAT|O_EXCL`` lock file; every write goes to a temp file in the same
-  directory and is ``os.replace``-d, so readers never see a half-written object.
+- file://: read-compare-write under an exclusive ``flock`` on a lock file (the kernel drops it if its holder
+  dies, so there is no stale lock to break); every write goes to a temp file in the same directory and is
+  ``os.replace``-d, so readers never see a half-written object.
 - s3://: ``put_object(IfMatch=etag | IfNoneMatch='*')`` where the server enforces it. Checked 2026-11: AWS S3
   and moto 5.2.5 answer 412 PreconditionFailed; ``rclone serve s3`` 1.75.2 accepts both headers and IGNORES
   them. So the store probes once and, where conditions are ignored, does read-compare-write under a lock made
@@ -19,6 +20,7 @@ and against S3 or any S3-compatible server (``s3://bucket/prefix``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -205,21 +207,16 @@ class FileStore(ArtifactStore):
         lock = self.root / LOCKS / (check_key(key) + ".lock")
         lock.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:
-            try:
-                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                break
-            except FileExistsError:
-                with contextlib.suppress(FileNotFoundError):  # a crashed holder: break its lock (best effort)
-                    if time.time() - lock.stat().st_mtime > LOCK_STALE_S:
-                        lock.unlink()
-                if time.monotonic() > deadline:
-                    raise ConflictError(f"lock {lock} held for more than {LOCK_TIMEOUT_S}s") from None
-                time.sleep(random.uniform(0.002, 0.02))
-        try:
+        with open(lock, "a") as f:  # closing it releases the lock; so does the kernel when its holder dies
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ConflictError(f"lock {lock} held for more than {LOCK_TIMEOUT_S}s") from None
+                    time.sleep(random.uniform(0.002, 0.02))
             yield
-        finally:
-            lock.unlink(missing_ok=True)
 
 
 class S3Store(ArtifactStore):

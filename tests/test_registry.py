@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -150,6 +152,33 @@ def test_set_alias_refuses_incomplete_version(registry: Registry, tmp_path: Path
     with pytest.raises(ValueError, match=r"model 'clf' has no complete version 'v-missing'.*models/clf/versions"):
         registry.set_alias("clf", "staging", "v-missing")
     assert registry.get_alias("clf", "staging") is None
+
+
+def test_a_file_lock_holder_that_dies_leaves_no_lock_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a writer killed inside its read-compare-write: the kernel drops its flock, so the next writer goes ahead
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    store = FileStore(tmp_path)
+    monkeypatch.setattr("ml.storage.LOCK_TIMEOUT_S", 0.3)
+    with pytest.raises(ConflictError, match="held for more than"), store._lock("alias.json"):  # alive: it holds it
+        pass
+    holder.kill()
+    holder.wait()
+    assert store.write_if("alias.json", b"v1", None)  # dead: free at once, no stale-lock wait
+
+
+HOLD_LOCK = """
+import sys, time
+from ml.storage import FileStore
+with FileStore(sys.argv[1])._lock("alias.json"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
 
 
 def test_alias_conflict_when_token_changed(store_uri: str, tmp_path: Path) -> None:
