@@ -26,8 +26,11 @@ if TYPE_CHECKING:  # the registry CLI imports this module and needs no Prefect
 
 
 def doc_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A parser whose --help shows the module docstring (examples included) as written, above the options."""
-    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """A parser whose --help shows the module docstring (examples included) as written, above the options, and
+    whose usage line reads `python -m flows.<name>` when run that way (argparse would say `<name>.py`)."""
+    script = Path(sys.argv[0])
+    prog = f"python -m flows.{script.stem}" if script.suffix == ".py" and script.parent.name == "flows" else None
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _override(value: str) -> str:
