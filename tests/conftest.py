@@ -22,25 +22,26 @@ import pytest  # noqa: E402
 from ml.config import RunConfig, load_config  # noqa: E402
 
 
-def tiny_overrides(tmp: Path, **extra) -> dict:
-    """The demo preset, shrunk: few images, 2 epochs, tmp paths, no progress bar."""
+def _in_tmp(tmp: Path) -> dict:
+    """What every shrunk test run shares: data, runs and store under `tmp`, no progress bar, no gate minimums."""
     return {
         "data.root": str(tmp / "data"),
-        "data.synthetic.per_class": 12,
-        "train.epochs": 2,
-        "train.batch_size": 16,
         "train.progress": False,
         "storage.workdir": str(tmp / "runs"),
         "storage.uri": f"file://{tmp / 'store'}",
         "gate.min": {},
-        **extra,
     }
+
+
+def tiny_overrides(tmp: Path, **extra) -> dict:
+    """The demo preset, shrunk: few images, 2 epochs, tmp paths, no progress bar."""
+    shrunk = {"data.synthetic.per_class": 12, "train.epochs": 2, "train.batch_size": 16}
+    return {**_in_tmp(tmp), **shrunk, **extra}
 
 
 def tiny_seg_overrides(tmp: Path, **extra) -> dict:
     """The demo-seg preset, shrunk: pages of ~96 px, 64 px crops and tiles, 1 epoch, tmp paths."""
-    return {
-        "data.root": str(tmp / "data"),
+    shrunk = {
         "data.synthetic.per_class": 6,
         "data.synthetic.size": 96,
         "data.crop_size": 64,
@@ -48,12 +49,8 @@ def tiny_seg_overrides(tmp: Path, **extra) -> dict:
         "eval.tile": 64,
         "train.epochs": 1,
         "train.batch_size": 4,
-        "train.progress": False,
-        "storage.workdir": str(tmp / "runs"),
-        "storage.uri": f"file://{tmp / 'store'}",
-        "gate.min": {},
-        **extra,
     }
+    return {**_in_tmp(tmp), **shrunk, **extra}
 
 
 @pytest.fixture
