@@ -1,6 +1,5 @@
 """Segmentation: losses, foreground-biased crops, tiled inference, metrics, ONNX with dynamic H x W, the flow."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -224,8 +223,8 @@ def test_synthetic_pages_are_seeded_exact_and_in_the_image_mask_layout(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
-def test_retrain_flow_trains_gates_and_publishes_a_segmenter(tmp_path, capsys):
-    from flows.evaluate import main as evaluate_main
+def test_retrain_flow_trains_gates_and_publishes_a_segmenter(tmp_path):
+    from flows.evaluate import evaluate
     from flows.retrain import retrain
     from ml.registry import Registry
     from ml.storage import open_store
@@ -245,8 +244,6 @@ def test_retrain_flow_trains_gates_and_publishes_a_segmenter(tmp_path, capsys):
 
     # flows.evaluate scores the version on pages it never saw, one row per page
     fresh = make_pages_dataset(tmp_path / "fresh", SyntheticConfig(kind="pages", per_class=3, size=96, seed=5))
-    capsys.readouterr()
-    assert evaluate_main(["--model", "demo-seg", "--data", str(fresh), "--store", over["storage.uri"]]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = evaluate("demo-seg", str(fresh), store=over["storage.uri"])  # its holdout table artifact included
     assert result["task"] == "segment" and len(result["metrics"]["per_image"]) == 3 == result["metrics"]["n"]
     assert 0 <= result["metrics"]["f1"] <= 1
