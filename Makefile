@@ -11,10 +11,9 @@ PIP    := $(PY) -m pip -qq --disable-pip-version-check
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export NO_ALBUMENTATIONS_UPDATE := 1
-export PYTHONPATH := $(CURDIR)
 
 # Re-install only when the lock changed since the last install (make compares mtimes: seconds).
-$(STAMP): requirements.lock
+$(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
 	  { echo "visionflow needs Python 3.11: install it or run make PYTHON=/path/to/python3.11"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +21,8 @@ $(STAMP): requirements.lock
 	@# torch first and alone: the local CPU wheel; anything else would pull CUDA packages
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.lock
+	@# the project itself, editable: flows, tasks, benchmarks and tests import ml/ without sys.path edits
+	$(PIP) install --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 .PHONY: help venv demo test lint server worker deploy bench lock clean

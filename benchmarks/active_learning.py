@@ -4,10 +4,11 @@
     python benchmarks/active_learning.py --seeds 1 --rounds 1     # one round, to measure before sizing a run
 
 The loop a labeling team runs, simulated by revealing hidden labels, through the pipeline's own parts: training
-(ml.classifier.train_classifier, the doodle-12 preset: vf_cnn_small on 28 x 28 grey; for labelled sets this small
-a cosine schedule over 10 epochs and no class weights, since a class seen once would weigh 30 times more), export
-(export_classifier: ONNX, parity-checked), pool scoring (ml.inference.score_stream, with the embedding PCA fitted
-on the labelled images as ml.reference does) and selection (ml.selection.Shortlist, measure entropy). From a random
+(ml.training.classifier.train_classifier, the doodle-12 preset: vf_cnn_small on 28 x 28 grey; for labelled sets this
+small a cosine schedule over 10 epochs and no class weights, since a class seen once would weigh 30 times more), export
+(export_classifier: ONNX, parity-checked), pool scoring (ml.monitoring.scoring.score_stream, with the embedding PCA
+fitted on the labelled images as ml.monitoring.reference does) and selection (ml.labeling.selection.Shortlist, measure
+entropy). From a random
 seed set, each round "labels" the K images the strategy picks from the rest of the pool (their labels revealed),
 trains from scratch on the labelled images and measures accuracy and macro F1 on a held-out test set through
 onnxruntime. The test, validation (checkpoint choice) and pool sets are drawn once; each seed draws its own seed
@@ -22,14 +23,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import matplotlib  # noqa: E402
@@ -40,15 +39,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from ml.classifier import export_classifier, train_classifier  # noqa: E402
-from ml.config import RunConfig, load_config  # noqa: E402
+from ml.config.run import RunConfig, load_config  # noqa: E402
 from ml.data.layouts import index_dataset  # noqa: E402
 from ml.data.prepare import PreparedData  # noqa: E402
-from ml.dataset import load_resized  # noqa: E402
-from ml.inference import OnnxClassifier, score_stream  # noqa: E402
-from ml.onnx_eval import evaluate_onnx  # noqa: E402
-from ml.reference import fit_projection, raw_features, split_items  # noqa: E402
-from ml.selection import Shortlist  # noqa: E402
+from ml.export.onnx_eval import evaluate_onnx  # noqa: E402
+from ml.labeling.selection import Shortlist  # noqa: E402
+from ml.monitoring.reference import fit_projection, raw_features, split_items  # noqa: E402
+from ml.monitoring.scoring import OnnxClassifier, score_stream  # noqa: E402
+from ml.training.classifier import export_classifier, train_classifier  # noqa: E402
+from ml.training.datasets import load_resized  # noqa: E402
 
 STRATEGIES = {"random": "random", "entropy": "uncertainty", "entropy+diversity": "diversity"}  # name -> strategy
 DATA = ROOT.parent / "shared" / "data" / "quickdraw"

@@ -3,7 +3,7 @@
     python benchmarks/distributed.py                                  # demo preset, generated data, CPU ranks
     python benchmarks/distributed.py --preset cifar10 --devices 1 2 4 --epochs 2   # on a machine with 4 GPUs
 
-Each setting trains through ml.steps.train_step, as the retrain flow's train task does (spawned ranks, DDP,
+Each setting trains through ml.export.steps.train_step, as the retrain flow's train task does (spawned ranks, DDP,
 rank-0 validation), on one prepared split. Images/s counts the training images of the epochs after the first
 (start-up and the first epoch's caches excluded) over rank 0's epoch clock, validation included. Scaling
 efficiency = images/s on N ranks / (N x images/s on 1). Goal on GPUs: >= 0.8 per added GPU. On CPU the ranks
@@ -17,21 +17,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from ml.config import load_config, parse_override  # noqa: E402
+from ml.config.run import load_config, parse_override  # noqa: E402
 from ml.data.prepare import prepare_dataset  # noqa: E402
-from ml.models import pick_device  # noqa: E402
-from ml.steps import train_step  # noqa: E402
+from ml.export.steps import train_step  # noqa: E402
+from ml.training.models import pick_device  # noqa: E402
 
 GOAL = 0.8
 

@@ -14,13 +14,11 @@ import atexit
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 if "PREFECT_HOME" not in os.environ:  # a scratch Prefect database, removed at exit
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-bench-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
@@ -32,12 +30,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskR
 from torch import nn  # noqa: E402
 
 from flows.retrain import retrain  # noqa: E402
-from ml.augment import build_transforms  # noqa: E402
-from ml.config import RunConfig, load_config  # noqa: E402
+from ml.config.run import RunConfig, load_config  # noqa: E402
 from ml.data.prepare import prepare_dataset  # noqa: E402
-from ml.dataset import ImageDataset, load_resized, make_loader  # noqa: E402
-from ml.models import build_model  # noqa: E402
-from ml.train import seed_everything  # noqa: E402
+from ml.training.augment import build_transforms  # noqa: E402
+from ml.training.datasets import ImageDataset, load_resized, make_loader  # noqa: E402
+from ml.training.loop import seed_everything  # noqa: E402
+from ml.training.models import build_model  # noqa: E402
 
 
 def bare_loop(cfg: RunConfig, split_csv: str, classes: list[str]) -> float:

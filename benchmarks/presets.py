@@ -20,13 +20,11 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 if "PREFECT_HOME" not in os.environ:  # a scratch Prefect database, removed at exit
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="visionflow-bench-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
@@ -40,11 +38,11 @@ from PIL import Image  # noqa: E402
 from flows.retrain import GateFailed, retrain  # noqa: E402
 from flows.score import score  # noqa: E402
 from flows.select_for_labeling import select_for_labeling  # noqa: E402
-from ml.config import RunConfig, load_config, parse_override  # noqa: E402
+from ml.config.run import RunConfig, load_config, parse_override  # noqa: E402
 from ml.data.layouts import load_image  # noqa: E402
-from ml.onnx_eval import latency_ms  # noqa: E402
-from ml.registry import Registry  # noqa: E402
-from ml.storage import open_store  # noqa: E402
+from ml.export.onnx_eval import latency_ms  # noqa: E402
+from ml.registry.storage import open_store  # noqa: E402
+from ml.registry.versions import Registry  # noqa: E402
 
 HEADLINE = ("accuracy", "macro_f1", "auroc", "f1", "iou", "edge_iou")
 POOL_BUDGET = 20  # images per labeling batch picked from the validation images

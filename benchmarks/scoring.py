@@ -4,8 +4,8 @@
     python benchmarks/scoring.py --counts 10000 50000 --data /tmp/visionflow-bench
 
 The images are generated once into --data and reused. Every (images, count, engine) run is its own subprocess,
-so its peak RSS (VmHWM) is its own. A run is the hot loop of flows.score: ml.inference.score_stream (walk,
-read, decode, measure, resize in a thread pool; the model in batches) feeding ml.monitoring.write_log (parquet
+so its peak RSS (VmHWM) is its own. A run is the hot loop of flows.score: ml.monitoring.scoring.score_stream (walk,
+read, decode, measure, resize in a thread pool; the model in batches) feeding ml.monitoring.log.write_log (parquet
 parts into a file store); torch eager swaps only the model call. "model only" times the model call alone on a
 fixed batch. On a shared machine load comes in spikes, so the engines alternate and the best round counts
 (--rounds for the smaller counts; the largest runs once per engine). Goals: onnxruntime >= 1.5x torch eager
@@ -26,20 +26,19 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ml.config import ModelConfig  # noqa: E402
-from ml.export import export_checked  # noqa: E402
-from ml.inference import OnnxClassifier, Projection, local_images, score_stream  # noqa: E402
-from ml.models import build_model  # noqa: E402
-from ml.monitoring import write_log  # noqa: E402
-from ml.reference import fit_projection  # noqa: E402
-from ml.storage import FileStore  # noqa: E402
+from ml.config.run import ModelConfig  # noqa: E402
+from ml.export.onnx import export_checked  # noqa: E402
+from ml.monitoring.log import write_log  # noqa: E402
+from ml.monitoring.reference import fit_projection  # noqa: E402
+from ml.monitoring.scoring import OnnxClassifier, Projection, local_images, score_stream  # noqa: E402
+from ml.registry.storage import FileStore  # noqa: E402
+from ml.training.models import build_model  # noqa: E402
 
 KINDS = {"rgb32": (32, 3), "grey28": (28, 1)}  # name -> (side, channels)
 CLASSES = ["a", "b", "c", "d"]

@@ -3,7 +3,7 @@
     python benchmarks/segmentation.py [--preset strokes] [--image PATH] [--onnx model.onnx] [--threads 2]
 
 Without --onnx the preset's network is exported with random weights (speed and memory do not depend on the
-weights). The page is decoded and predicted at full size, never resized (ml.tiling.predict_tiled with the
+weights). The page is decoded and predicted at full size, never resized (ml.core.tiling.predict_tiled with the
 preset's eval.tile / overlap / batch). Peak memory is the process's max RSS, measured in a fresh process so
 nothing else counts. Goal: < 2 GiB on the largest stroke page (4161 x 1613). Prints a table, writes JSON.
 """
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def largest_image(root: Path) -> Path:
@@ -39,15 +38,15 @@ def measure(preset: str, image: Path, onnx: Path | None, threads: int) -> dict:
     import onnxruntime as ort
     import torch
 
-    from ml.config import load_config
+    from ml.config.run import load_config
+    from ml.core.tiling import onnx_predictor, predict_tiled
     from ml.data.layouts import load_image
-    from ml.dataset import to_chw
-    from ml.tiling import onnx_predictor, predict_tiled
+    from ml.training.datasets import to_chw
 
     cfg = load_config(preset)
     if onnx is None:
-        from ml.export import export_onnx
-        from ml.models import build_model
+        from ml.export.onnx import export_onnx
+        from ml.training.models import build_model
 
         onnx = Path(tempfile.mkdtemp()) / "model.onnx"
         tile = cfg.eval.tile or cfg.data.crop_size
@@ -90,7 +89,7 @@ def main() -> None:
         print(json.dumps(measure(a.preset, a.image, a.onnx, a.threads)))
         return
     if a.image is None:
-        from ml.config import load_config
+        from ml.config.run import load_config
 
         a.image = largest_image(Path(load_config(a.preset).data.root))
     cmd = [sys.executable, __file__, "--child", "--preset", a.preset, "--image", str(a.image)]

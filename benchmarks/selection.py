@@ -4,7 +4,7 @@
     python benchmarks/selection.py --counts 10000 50000 --strategy balanced --budget 200
 
 The pool images and the random-init resnet10t (ONNX + PCA projection) are benchmarks/scoring.py's, generated once
-into --data and shared with it. A run is ml.labeling.select_batch: the pool streamed through onnxruntime
+into --data and shared with it. A run is ml.labeling.batch.select_batch: the pool streamed through onnxruntime
 (score_stream, each file's sha256 noted as it is read), the strategy's shortlist kept, --budget picked, tasks.json,
 label_config.xml and selection.csv written to a file store. Each count runs in a fresh subprocess, so its peak RSS
 (VmHWM) is its own. Goal: peak RSS at the largest count within 10% of the smallest (memory flat in the pool
@@ -22,14 +22,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.scoring import CLASSES, KINDS, generate, peak_rss_mb, prepare_model, warm  # noqa: E402
-from ml.labeling import select_batch  # noqa: E402
-from ml.production_config import LabelingConfig, MonitorConfig  # noqa: E402
-from ml.reference import Production  # noqa: E402
-from ml.storage import FileStore  # noqa: E402
+from ml.config.production import LabelingConfig, MonitorConfig  # noqa: E402
+from ml.labeling.batch import select_batch  # noqa: E402
+from ml.monitoring.reference import Production  # noqa: E402
+from ml.registry.storage import FileStore  # noqa: E402
 
 GOAL_RSS = 1.10
 

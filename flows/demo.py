@@ -18,12 +18,12 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter
 
-from flows.cli import overrides_of, resolve_or_exit, run_parser
+from flows.cli.args import overrides_of, resolve_or_exit, run_parser
 from flows.monitor import main as monitor_main
 from flows.retrain import main as retrain_main
 from flows.score import main as score_main
 from flows.select_for_labeling import main as select_main
-from ml.config import RunConfig
+from ml.config.run import RunConfig
 from ml.data.synthetic import make_shapes_dataset
 
 DARKEN, BLUR = 0.55, 0.8  # brightness factor, Gaussian blur radius (px)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if preset.model.task != "classify" or preset.data.synthetic is None or preset.data.synthetic.kind != SHAPES:
         print(f"the demo needs a classifier on generated shapes (data.synthetic.kind={SHAPES}); {args.preset!r} is not")
         return 2
-    # generated wherever data.root points (ml.config.load_config reads a data.root given alone as real data)
+    # generated wherever data.root points (ml.config.run.load_config reads a data.root given alone as real data)
     args.overrides = [*args.overrides, f"data.synthetic.kind={SHAPES}"]
     overrides = overrides_of(args)
     cfg = resolve_or_exit(args.preset, overrides)

@@ -18,10 +18,10 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import add_store, doc_parser, print_summary, result_or_report
-from flows.params import EndpointUrl, ModelName, Source, Store
-from flows.runs import run_named_by
-from ml.config import DEFAULT_STORE
+from flows.cli.args import add_store, doc_parser, print_summary, result_or_report
+from flows.cli.params import EndpointUrl, ModelName, Source, Store
+from flows.cli.runs import run_named_by
+from ml.config.run import DEFAULT_STORE
 from tasks.holdout import evaluate_registered
 
 

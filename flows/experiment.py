@@ -18,11 +18,11 @@ from typing import Any, Literal
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.cli import overrides_of, print_summary, resolve_or_exit, result_or_report, run_parser
-from flows.params import Overrides, Preset, Seeds
-from flows.runs import run_named_by
-from ml.config import AugmentConfig, load_config
-from ml.stats import mean_ci
+from flows.cli.args import overrides_of, print_summary, resolve_or_exit, result_or_report, run_parser
+from flows.cli.params import Overrides, Preset, Seeds
+from flows.cli.runs import run_named_by
+from ml.config.run import AugmentConfig, load_config
+from ml.evaluation.stats import mean_ci
 from tasks.data import validate_data
 from tasks.evaluation import evaluate_model
 from tasks.training import train_model

@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli import existing, print_summary, result_or_report
-from flows.params import EndpointUrl, ModelName, Overrides, Store, Window
-from flows.production_cli import overrides_or_exit, parser
-from flows.runs import alerting_flow
-from ml.config import DEFAULT_STORE
-from ml.reference import PRODUCTION_CACHE
+from flows.cli.args import existing, print_summary, result_or_report
+from flows.cli.params import EndpointUrl, ModelName, Overrides, Store, Window
+from flows.cli.production import overrides_or_exit, parser
+from flows.cli.runs import alerting_flow
+from ml.config.run import DEFAULT_STORE
+from ml.monitoring.reference import PRODUCTION_CACHE
 from tasks.monitoring import (
     check_drift,
     fetch_production,

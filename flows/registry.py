@@ -18,9 +18,9 @@ import json
 import sys
 from typing import Any
 
-from flows.cli import add_store, doc_parser
-from ml.registry import PRODUCTION, AliasConflict, Registry, RegistryError, alias_history, check_gate
-from ml.storage import ObjectNotFound, open_store
+from flows.cli.args import add_store, doc_parser
+from ml.registry.storage import ObjectNotFound, open_store
+from ml.registry.versions import PRODUCTION, AliasConflict, Registry, RegistryError, alias_history, check_gate
 
 HEADLINE = ("accuracy", "macro_f1")
 

@@ -20,13 +20,13 @@ from typing import Any
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
-from flows.params import Overrides, Preset
-from flows.runs import alerting_flow, failed_with
-from ml.alerts import NotPromoted
-from ml.config import RunConfig, load_config
-from ml.report import summary_markdown
-from ml.steps import RunRecords
+from flows.cli.args import overrides_of, print_summary, resolve_or_exit, run_parser
+from flows.cli.params import Overrides, Preset
+from flows.cli.runs import alerting_flow, failed_with
+from ml.config.run import RunConfig, load_config
+from ml.export.steps import RunRecords
+from ml.monitoring.alerts import NotPromoted
+from ml.registry.report import summary_markdown
 from tasks.alerts import send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import (

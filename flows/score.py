@@ -22,14 +22,14 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import existing, print_summary, result_or_report
-from flows.params import EndpointUrl, ModelName, Overrides, Source, Store
-from flows.production_cli import overrides_or_exit, parser
-from flows.runs import alerting_flow, shard_runner
-from ml.config import DEFAULT_STORE
-from ml.inference import source_shards
-from ml.monitoring import LogWritten, ScoringJob, monitor_settings
-from ml.reference import PRODUCTION_CACHE
+from flows.cli.args import existing, print_summary, result_or_report
+from flows.cli.params import EndpointUrl, ModelName, Overrides, Source, Store
+from flows.cli.production import overrides_or_exit, parser
+from flows.cli.runs import alerting_flow, shard_runner
+from ml.config.run import DEFAULT_STORE
+from ml.monitoring.log import LogWritten, ScoringJob, monitor_settings
+from ml.monitoring.reference import PRODUCTION_CACHE
+from ml.monitoring.scoring import source_shards
 from tasks.monitoring import fetch_production, run_name, score_images, score_shard
 
 

@@ -31,17 +31,17 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cli import existing, print_summary, result_or_report
-from flows.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
-from flows.production_cli import overrides_or_exit, parser
-from flows.runs import alerting_flow, shard_runner
-from ml.config import DEFAULT_STORE
-from ml.inference import source_shards
-from ml.labeling import KnownImages, known_images, labeling_settings
-from ml.monitoring import ScoringJob
-from ml.reference import PRODUCTION_CACHE
-from ml.selection import Shortlist
-from ml.storage import open_store
+from flows.cli.args import existing, print_summary, result_or_report
+from flows.cli.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
+from flows.cli.production import overrides_or_exit, parser
+from flows.cli.runs import alerting_flow, shard_runner
+from ml.config.run import DEFAULT_STORE
+from ml.labeling.batch import KnownImages, known_images, labeling_settings
+from ml.labeling.selection import Shortlist
+from ml.monitoring.log import ScoringJob
+from ml.monitoring.reference import PRODUCTION_CACHE
+from ml.monitoring.scoring import source_shards
+from ml.registry.storage import open_store
 from tasks.labeling import choose_batch, publish_batch_artifact, shortlist_shard, write_shortlisted
 from tasks.monitoring import fetch_production, run_name
 

@@ -19,10 +19,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.cli import overrides_of, print_summary, resolve_or_exit, run_parser
-from flows.params import Overrides, Preset
-from flows.runs import failed_with, run_named_by
-from ml.config import load_config
+from flows.cli.args import overrides_of, print_summary, resolve_or_exit, run_parser
+from flows.cli.params import Overrides, Preset
+from flows.cli.runs import failed_with, run_named_by
+from ml.config.run import load_config
 from tasks.data import validate_data
 
 

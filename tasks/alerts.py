@@ -1,7 +1,7 @@
-"""Alert tasks: a Prefect event per alert (automations react to it), plus the webhook message of ml.alerts.
+"""Alert tasks: a Prefect event per alert (automations react to it), plus the webhook message of ml.monitoring.alerts.
 
-Events, each about the resource `visionflow.model.<name>`, payload = ml.alerts.Alert.payload() (model, version,
-problems, run_url, text): retrain's visionflow.gate.failed, visionflow.metric.regressed, visionflow.data.invalid
+Events, each about the resource `visionflow.model.<name>`, payload = ml.monitoring.alerts.Alert.payload() (model,
+version, problems, run_url, text): retrain's visionflow.gate.failed, visionflow.metric.regressed, visionflow.data.invalid
 and visionflow.flow.crashed; the monitor's visionflow.drift.detected and visionflow.live_metric.dropped.
 deployments/automations/gate-failed.yaml turns them into a notification on a Prefect server.
 """
@@ -18,12 +18,12 @@ from prefect.exceptions import ParameterTypeError
 from prefect.runtime import flow_run as current_run
 from prefect.utilities.urls import url_for
 
-from ml.alerts import Alert, NotPromoted, crash_alert, deliver, run_alerts
-from ml.config import RunConfig, load_config
-from ml.gate import ChampionEval, GateReport
-from ml.production_config import AlertConfig
+from ml.config.production import AlertConfig
+from ml.config.run import RunConfig, load_config
+from ml.evaluation.gate import ChampionEval, GateReport
+from ml.monitoring.alerts import Alert, NotPromoted, crash_alert, deliver, run_alerts
 
-log = logging.getLogger("ml.alerts")  # forwarded to the run's logs (tasks/__init__.py)
+log = logging.getLogger("ml.monitoring.alerts")  # forwarded to the run's logs (tasks/__init__.py)
 
 
 def flow_run_url() -> str | None:

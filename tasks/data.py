@@ -9,9 +9,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
-from ml.config import RunConfig
+from ml.config.run import RunConfig
 from ml.data.prepare import PreparedData
-from ml.validation import DataValidationError, validate_dataset
+from ml.data.validation import DataValidationError, validate_dataset
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)

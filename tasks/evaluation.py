@@ -7,14 +7,14 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ml.champion import challenge
-from ml.classifier import Evaluation
-from ml.config import RunConfig
+from ml.config.run import RunConfig
 from ml.data.prepare import PreparedData
-from ml.export import ExportResult
-from ml.gate import Candidate, ChampionEval, GateReport, evaluate_gate
-from ml.steps import evaluate_step, export_step, latency_step, shipped_evaluation
-from ml.train import TrainResult
+from ml.evaluation.gate import Candidate, ChampionEval, GateReport, evaluate_gate
+from ml.export.onnx import ExportResult
+from ml.export.steps import evaluate_step, export_step, latency_step, shipped_evaluation
+from ml.registry.champion import challenge
+from ml.training.classifier import Evaluation
+from ml.training.loop import TrainResult
 from tasks.gpus import on_gpus
 from tasks.registry import STORE_RETRIES, open_registry
 

@@ -1,7 +1,7 @@
 """GPU work in tasks: slots of the `gpu` limit, then GPUs of this machine that no other run holds.
 
 A slot of Prefect's `gpu` limit counts GPUs across the pool but does not say which, so a task also claims the
-GPUs it runs on (ml.gpus). Training takes train.devices of them; evaluation after it takes one, so it does not
+GPUs it runs on (ml.training.gpus). Training takes train.devices of them; evaluation after it takes one, so it does not
 land on a GPU another training holds.
 """
 
@@ -14,9 +14,9 @@ import torch
 from prefect import get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from ml.config import RunConfig
-from ml.gpus import claim_gpus
-from ml.models import pick_device
+from ml.config.run import RunConfig
+from ml.training.gpus import claim_gpus
+from ml.training.models import pick_device
 
 GPU_LIMIT = "gpu"  # global concurrency limit, slots = GPUs on the worker (`make deploy` creates it)
 

@@ -9,10 +9,10 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ml.holdout import evaluate_version
-from ml.registry import Registry
-from ml.report import metric_rows
-from ml.storage import open_store
+from ml.registry.holdout import evaluate_version
+from ml.registry.report import metric_rows
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
 
 
 @task(name="evaluate-version", cache_policy=NO_CACHE)

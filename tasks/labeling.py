@@ -6,8 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ml.inference import ImageRef, referenced_images
-from ml.labeling import (
+from ml.labeling.batch import (
     KnownImages,
     LabelingBatch,
     finish_batch,
@@ -16,10 +15,11 @@ from ml.labeling import (
     select_batch,
     shortlist_of,
 )
-from ml.monitoring import ScoringJob
-from ml.reference import Production
-from ml.selection import Shortlist
-from ml.storage import open_store
+from ml.labeling.selection import Shortlist
+from ml.monitoring.log import ScoringJob
+from ml.monitoring.reference import Production
+from ml.monitoring.scoring import ImageRef, referenced_images
+from ml.registry.storage import open_store
 from tasks.registry import STORE_RETRIES
 
 

@@ -16,11 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from ml.config import RunConfig
+from ml.config.run import RunConfig
 from ml.data.prepare import PreparedData
-from ml.export import ExportResult
-from ml.inference import ImageItem, ImageRef, image_source, referenced_images
-from ml.monitoring import (
+from ml.export.onnx import ExportResult
+from ml.monitoring.log import (
     LogWritten,
     MonitorCheck,
     ScoringJob,
@@ -31,9 +30,10 @@ from ml.monitoring import (
     retrain_marker,
     score_into_log,
 )
-from ml.reference import Production, ReferenceFiles, load_production, reference_for_run
-from ml.registry import Registry
-from ml.storage import open_store
+from ml.monitoring.reference import Production, ReferenceFiles, load_production, reference_for_run
+from ml.monitoring.scoring import ImageItem, ImageRef, image_source, referenced_images
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
 from tasks.alerts import dispatch, flow_run_url
 from tasks.registry import STORE_RETRIES
 

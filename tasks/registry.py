@@ -10,14 +10,14 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from ml.config import RunConfig
-from ml.gate import GateReport
-from ml.labeling import labels_from_batches
-from ml.publish import Promotion, PublishResult, promote_if_passed, publish_version, run_files, run_metadata
-from ml.reference import ReferenceFiles
-from ml.registry import PRODUCTION, Registry
-from ml.steps import RunRecords
-from ml.storage import is_refusal, open_store
+from ml.config.run import RunConfig
+from ml.evaluation.gate import GateReport
+from ml.export.steps import RunRecords
+from ml.labeling.batch import labels_from_batches
+from ml.monitoring.reference import ReferenceFiles
+from ml.registry.publish import Promotion, PublishResult, promote_if_passed, publish_version, run_files, run_metadata
+from ml.registry.storage import is_refusal, open_store
+from ml.registry.versions import PRODUCTION, Registry
 from tasks.alerts import flow_run_url
 
 

@@ -8,11 +8,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ml.classifier import Evaluation
-from ml.config import RunConfig
-from ml.gate import GateReport
-from ml.report import gate_rows, metric_rows, run_markdown
-from ml.steps import RunRecords
+from ml.config.run import RunConfig
+from ml.evaluation.gate import GateReport
+from ml.export.steps import RunRecords
+from ml.registry.report import gate_rows, metric_rows, run_markdown
+from ml.training.classifier import Evaluation
 
 
 @task(name="write-report", cache_policy=NO_CACHE)

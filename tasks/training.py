@@ -8,10 +8,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ml.config import RunConfig
+from ml.config.run import RunConfig
 from ml.data.prepare import PreparedData
-from ml.steps import train_step
-from ml.train import TrainResult
+from ml.export.steps import train_step
+from ml.training.loop import TrainResult
 from tasks.gpus import on_gpus
 
 

@@ -19,7 +19,7 @@ os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 
 import pytest  # noqa: E402
 
-from ml.config import RunConfig, load_config  # noqa: E402
+from ml.config.run import RunConfig, load_config  # noqa: E402
 
 
 def _in_tmp(tmp: Path) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from ml.distributed import free_port
+from ml.training.distributed import free_port
 
 ACCESS_KEY, SECRET_KEY, REGION = "visionflow-test-key", "visionflow-test-secret", "us-east-1"
 

@@ -24,27 +24,28 @@ from flows.monitor import main as monitor_main
 from flows.score import main as score_main
 from flows.select_for_labeling import main as select_main
 from flows.select_for_labeling import select_for_labeling
-from ml.classifier import export_classifier, train_classifier
-from ml.config import load_config
+from ml.config.production import LabelingConfig
+from ml.config.run import load_config
+from ml.core.files import sha256_file
+from ml.core.tiling import onnx_predictor
 from ml.data.layouts import index_dataset
 from ml.data.prepare import prepare_dataset
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
-from ml.export import open_session
-from ml.labeling import labeling_settings, labels_from_batches, merge_shortlists, select_batch, training_digests
-from ml.labelstudio import mask_to_rle, rle_to_mask
-from ml.monitoring import read_window
-from ml.pool import PoolFiles, Segmenter, decode
-from ml.production_config import LabelingConfig
-from ml.publish import model_input, publish_version, version_metadata
-from ml.reference import load_production, reference_for_run
-from ml.registry import Registry
-from ml.segmenter import export_segmenter, train_segmenter
-from ml.selection import Shortlist, k_center_greedy
-from ml.storage import open_store, sha256_file
-from ml.tiling import onnx_predictor
-from ml.uncertainty import class_uncertainty, pixel_uncertainty
+from ml.export.onnx import open_session
+from ml.labeling.batch import labeling_settings, labels_from_batches, merge_shortlists, select_batch, training_digests
+from ml.labeling.labelstudio import mask_to_rle, rle_to_mask
+from ml.labeling.scored_pool import PoolFiles, Segmenter, decode
+from ml.labeling.selection import Shortlist, k_center_greedy
+from ml.monitoring.log import read_window
+from ml.monitoring.reference import load_production, reference_for_run
+from ml.monitoring.uncertainty import class_uncertainty, pixel_uncertainty
+from ml.registry.publish import model_input, publish_version, version_metadata
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
+from ml.training.classifier import export_classifier, train_classifier
+from ml.training.segmenter import export_segmenter, train_segmenter
 from tests.conftest import tiny_overrides, tiny_seg_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
 from tests.test_profile import noise_png
@@ -177,7 +178,7 @@ def test_pixel_uncertainty_of_hand_made_maps():
 
 
 def _rows(n: int, score: np.ndarray, pred: list[str], emb: np.ndarray) -> pd.DataFrame:
-    """Scored rows as ml.pool yields them; `score` is the entropy column."""
+    """Scored rows as ml.labeling.scored_pool yields them; `score` is the entropy column."""
     frame = pd.DataFrame({"file": [f"/pool/{i:03d}.png" for i in range(n)], "sha256": [f"h{i}" for i in range(n)]})
     frame = frame.assign(readable=True, pred=pred, confidence=0.5, margin=0.1, entropy=score)
     return frame.join(pd.DataFrame(emb, columns=[f"emb_{j:02d}" for j in range(emb.shape[1])]))

@@ -20,7 +20,11 @@ from prefect import flow
 
 from flows.monitor import monitor
 from flows.retrain import retrain
-from ml.alerts import (
+from ml.config.production import AlertConfig
+from ml.config.run import RunConfig, load_config
+from ml.data.layouts import DatasetError
+from ml.evaluation.gate import ChampionEval, GateReport, RuleResult
+from ml.monitoring.alerts import (
     DATA_INVALID,
     ENV_WEBHOOK,
     FLOW_CRASHED,
@@ -31,11 +35,7 @@ from ml.alerts import (
     run_alerts,
     webhook_url,
 )
-from ml.config import RunConfig, load_config
-from ml.data.layouts import DatasetError
-from ml.distributed import free_port
-from ml.gate import ChampionEval, GateReport, RuleResult
-from ml.production_config import AlertConfig
+from ml.training.distributed import free_port
 from tasks.alerts import send_alerts
 from tests.conftest import tiny_overrides
 
@@ -127,7 +127,7 @@ def test_webhook_is_retried_until_delivered(receiver: Receiver):
 
 def test_webhook_refusal_is_not_retried(receiver: Receiver, caplog: pytest.LogCaptureFixture):
     receiver.failures, receiver.fail_with = 5, 404
-    with caplog.at_level(logging.WARNING, logger="ml.alerts"):
+    with caplog.at_level(logging.WARNING, logger="ml.monitoring.alerts"):
         assert not post_json(receiver.url + "/secret-token", {"text": "hi"}, attempts=3, backoff_s=0.01)
     assert receiver.failures == 4  # one attempt only
     assert "HTTP 404" in caplog.text and "secret-token" not in caplog.text  # the URL's secret path is not logged
@@ -135,7 +135,7 @@ def test_webhook_refusal_is_not_retried(receiver: Receiver, caplog: pytest.LogCa
 
 def test_dead_webhook_only_logs_a_warning(caplog: pytest.LogCaptureFixture):
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="ml.alerts"):
+    with caplog.at_level(logging.WARNING, logger="ml.monitoring.alerts"):
         assert not post_json(_dead_url(), {"text": "hi"}, attempts=3, timeout_s=1, backoff_s=0.05)
     assert time.monotonic() - start < 5
     assert "not delivered after 3 attempt(s)" in caplog.text and "Connection refused" in caplog.text
@@ -159,7 +159,7 @@ def _alerting_flow(cfg: RunConfig) -> list[str]:
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_completes_when_the_webhook_is_down(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     cfg = load_config("demo", {"alerts.webhook_url": _dead_url(), "alerts.webhook_attempts": 2})
-    with caplog.at_level(logging.WARNING, logger="ml.alerts"):
+    with caplog.at_level(logging.WARNING, logger="ml.monitoring.alerts"):
         state = _alerting_flow(cfg, return_state=True)
     assert state.is_completed() and state.result() == [GATE_FAILED, METRIC_REGRESSED]
     assert caplog.text.count("not delivered after 2 attempt(s)") == 2
@@ -248,9 +248,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 EMIT = """
 import sys
 from prefect import flow
-from ml.config import load_config
-from ml.gate import ChampionEval, GateReport, RuleResult
-from ml.monitoring import DRIFT_DETECTED, MonitorAlert
+from ml.config.run import load_config
+from ml.evaluation.gate import ChampionEval, GateReport, RuleResult
+from ml.monitoring.log import DRIFT_DETECTED, MonitorAlert
 from tasks.alerts import dispatch, flow_run_url, send_alerts
 
 @flow

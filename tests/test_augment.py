@@ -4,8 +4,8 @@ their size, dtype and channels, masks stay binary."""
 import numpy as np
 import pytest
 
-from ml.augment import build_mask_transforms, build_transforms
-from ml.config import AugmentConfig
+from ml.config.run import AugmentConfig
+from ml.training.augment import build_mask_transforms, build_transforms
 
 ALL_ON = AugmentConfig(
     hflip=0.5, vflip=0.5, rotate=10, shift=0.1, scale=0.1, brightness_contrast=0.2,

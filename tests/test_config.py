@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ml.config import PRESET_DIR, RunConfig, apply_overrides, load_config, parse_override
+from ml.config.run import PRESET_DIR, RunConfig, apply_overrides, load_config, parse_override
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))

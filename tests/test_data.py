@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ml.config import DataConfig, GroupConfig, SyntheticConfig
+from ml.config.run import DataConfig, GroupConfig, SyntheticConfig
 from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits, derive_groups
 from ml.data.synthetic import make_shapes_dataset

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.demo import main as demo_main
-from ml.storage import open_store
+from ml.registry.storage import open_store
 from tests.conftest import tiny_overrides
 
 

@@ -36,10 +36,10 @@ from flows.score import main as score_main
 from flows.score import score
 from flows.select_for_labeling import select_for_labeling
 from flows.validate_data import validate_data_flow
-from ml.config import PRESET_DIR, load_config
-from ml.distributed import free_port
-from ml.registry import Registry
-from ml.storage import open_store
+from ml.config.run import PRESET_DIR, load_config
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
+from ml.training.distributed import free_port
 from tests.conftest import tiny_overrides
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from ml.checkpoint import load_checkpoint
-from ml.classifier import evaluate_classifier
-from ml.config import load_config
+from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
-from ml.steps import train_step
+from ml.export.steps import train_step
+from ml.training.checkpoint import load_checkpoint
+from ml.training.classifier import evaluate_classifier
 from tests.conftest import tiny_overrides, tiny_seg_overrides
 from tests.test_map_head import map_cfg, write_blob_tiles
 
@@ -31,7 +31,7 @@ def test_two_ranks_train_one_map_model_with_the_weighted_sampler_and_mixup(tmp_p
 def test_ranks_stop_after_the_same_epoch_and_resume_together(tmp_path):
     """A budget spent after the first epoch ends every rank there (they follow rank 0's clock: one that went on
     would wait for the others forever); a second call on the same run directory resumes on both from last.pt.
-    Every run also checks at its end that the ranks hold the same weights (ml.ranks.check_in_sync)."""
+    Every run also checks at its end that the ranks hold the same weights (ml.training.ranks.check_in_sync)."""
     over = tiny_overrides(tmp_path, **{"train.devices": 2, "train.epochs": 3, "train.time_budget_min": 1e-4})
     cfg = load_config("demo", over)
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")

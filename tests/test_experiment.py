@@ -3,8 +3,8 @@ import json
 import pytest
 
 from flows.experiment import experiment
-from ml.checkpoint import load_checkpoint
-from ml.stats import mean_ci
+from ml.evaluation.stats import mean_ci
+from ml.training.checkpoint import load_checkpoint
 from tests.conftest import tiny_overrides
 
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from ml.config import ModelConfig
-from ml.export import ParityError, export_checked, open_session
-from ml.models import build_model
+from ml.config.run import ModelConfig
+from ml.export.onnx import ParityError, export_checked, open_session
+from ml.training.models import build_model
 
 
 def test_export_matches_torch_and_has_a_dynamic_batch(tmp_path):

@@ -9,15 +9,15 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from ml.champion import challenge
-from ml.config import ChampionConfig, GateConfig, load_config
+from ml.config.run import ChampionConfig, GateConfig, load_config
 from ml.data.prepare import prepare_dataset
-from ml.export import IncompatibleModel, export_onnx
-from ml.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
-from ml.onnx_eval import evaluate_on_split, latency_on_split
-from ml.registry import Registry
-from ml.report import gate_rows
-from ml.storage import open_store
+from ml.evaluation.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
+from ml.export.onnx import IncompatibleModel, export_onnx
+from ml.export.onnx_eval import evaluate_on_split, latency_on_split
+from ml.registry.champion import challenge
+from ml.registry.report import gate_rows
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
 from tests.conftest import tiny_overrides
 
 CLASSES = ["circle", "cross", "square", "triangle"]

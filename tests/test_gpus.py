@@ -1,4 +1,4 @@
-"""Which GPUs a training takes (ml.gpus): real file locks, no GPU needed to check who gets which index."""
+"""Which GPUs a training takes (ml.training.gpus): real file locks, no GPU needed to check who gets which index."""
 
 import threading
 import time
@@ -6,8 +6,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from ml.config import load_config
-from ml.gpus import claim_gpus
+from ml.config.run import load_config
+from ml.training.gpus import claim_gpus
 
 
 def test_trainings_sharing_a_machine_take_different_gpus_and_wait_when_none_is_free(tmp_path):

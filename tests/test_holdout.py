@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from ml.config import SyntheticConfig
+from ml.config.run import SyntheticConfig
 from ml.data.synthetic import make_shapes_dataset
-from ml.reference import load_production
-from ml.registry import Registry
-from ml.storage import open_store
+from ml.monitoring.reference import load_production
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
 from tests.conftest import tiny_overrides
 
 
@@ -81,8 +81,8 @@ def test_evaluate_scores_a_version_on_a_folder_it_never_saw(circle, capsys):
 
 
 def test_a_holdout_folder_needs_neither_every_class_nor_the_grouping_manifest(tmp_path):
-    from ml.config import load_config
-    from ml.holdout import prepare_holdout
+    from ml.config.run import load_config
+    from ml.registry.holdout import prepare_holdout
 
     # trained grouped by a manifest column (as logos is by brand); the new folder has two of the four classes
     # and no manifest: it is scored whole, so neither matters

@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from ml.classifier import datasets, evaluate_classifier, export_classifier, train_classifier
-from ml.config import RunConfig, load_config
+from ml.config.run import RunConfig, load_config
 from ml.data.layouts import DatasetError
 from ml.data.prepare import prepare_dataset
-from ml.dataset import CropDataset
-from ml.losses import MapLoss, SegLoss
-from ml.models import MapClassifier, build_model
-from ml.onnx_eval import evaluate_on_split
+from ml.export.onnx_eval import evaluate_on_split
+from ml.training.classifier import datasets, evaluate_classifier, export_classifier, train_classifier
+from ml.training.datasets import CropDataset
+from ml.training.losses import MapLoss, SegLoss
+from ml.training.models import MapClassifier, build_model
 from tests.conftest import tiny_overrides
 
 SIZE = 64

@@ -4,9 +4,9 @@ import sys
 import pytest
 import torch
 
-from ml.config import ModelConfig
-from ml.models import build_model, pick_device
-from ml.torchvision_shim import ensure_torchvision
+from ml.config.run import ModelConfig
+from ml.training.models import build_model, pick_device
+from ml.training.torchvision_shim import ensure_torchvision
 
 
 @pytest.mark.parametrize("in_chans", [1, 3])
@@ -29,13 +29,13 @@ def test_auto_device_and_unavailable_device():
 
 
 def test_torchvision_shim_is_a_no_op_once_torchvision_imports():
-    # ml.models already imported torchvision (patched or not): a second call must change nothing
+    # ml.training.models already imported torchvision (patched or not): a second call must change nothing
     assert ensure_torchvision() is False
 
 
 def test_torchvision_shim_patches_only_when_the_extension_is_missing():
     code = (
-        "from ml.torchvision_shim import ensure_torchvision; "
+        "from ml.training.torchvision_shim import ensure_torchvision; "
         "patched = ensure_torchvision(); import timm, torchvision; "
         "from torchvision.extension import _has_ops; print(patched, _has_ops())"
     )

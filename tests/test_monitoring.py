@@ -18,25 +18,25 @@ from PIL import Image, ImageEnhance, ImageFilter
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
 
-import ml.inference
+import ml.monitoring.scoring
+from flows.cli.runs import shard_runner
 from flows.monitor import monitor
 from flows.retrain import retrain
-from flows.runs import shard_runner
 from flows.score import main as score_main
 from flows.score import score
-from ml.classifier import export_classifier, train_classifier
-from ml.config import load_config
+from ml.config.production import MonitorConfig
+from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
 from ml.data.synthetic import make_shapes_dataset
-from ml.drift import attach_labels, detect_drift, live_metrics
-from ml.inference import image_source, score_stream
-from ml.monitoring import monitor_settings, read_window, write_log
-from ml.onnx_eval import evaluate_on_split
-from ml.production_config import MonitorConfig
-from ml.publish import publish_version, version_metadata
-from ml.reference import PROJECTION_FILE, REFERENCE_FILE, load_production, reference_for_run
-from ml.registry import Registry
-from ml.storage import open_store
+from ml.export.onnx_eval import evaluate_on_split
+from ml.monitoring.drift import attach_labels, detect_drift, live_metrics
+from ml.monitoring.log import monitor_settings, read_window, write_log
+from ml.monitoring.reference import PROJECTION_FILE, REFERENCE_FILE, load_production, reference_for_run
+from ml.monitoring.scoring import image_source, score_stream
+from ml.registry.publish import publish_version, version_metadata
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
+from ml.training.classifier import export_classifier, train_classifier
 from tests.conftest import tiny_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
 from tests.test_alerts import receiver  # noqa: F401  (fixture)
@@ -106,7 +106,7 @@ def test_a_large_batch_is_scored_in_calls_of_bounded_size_with_the_same_result(p
     model.session = SimpleNamespace(
         run=lambda names, feed: calls.append(len(feed[model.input])) or session_run(names, feed)
     )
-    monkeypatch.setattr(ml.inference, "MAX_CALL_VALUES", 3 * side * side * channels)
+    monkeypatch.setattr(ml.monitoring.scoring, "MAX_CALL_VALUES", 3 * side * side * channels)
     probs, emb = model.run(images)
     assert calls == [3, 3, 3, 1]
     np.testing.assert_allclose(probs, whole_probs, atol=1e-6)

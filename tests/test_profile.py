@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ml.config import DataConfig, SyntheticConfig
+from ml.config.run import DataConfig, SyntheticConfig
+from ml.core.files import sha256_file
 from ml.data.layouts import DatasetError, index_dataset
 from ml.data.masks import load_mask
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset
-from ml.storage import sha256_file
 
 
 def noise_png(path: Path, seed: int, size: tuple[int, int] = (16, 16), mode: str = "RGB") -> Path:

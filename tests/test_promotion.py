@@ -15,13 +15,13 @@ from torch import nn
 
 from flows import registry as registry_cli
 from flows.retrain import GateFailed, retrain
-from ml.alerts import NotPromoted
-from ml.distributed import free_port
-from ml.export import export_onnx
-from ml.gate import GateReport, RuleResult
-from ml.publish import promote_if_passed
-from ml.registry import PRODUCTION, Registry
-from ml.storage import open_store
+from ml.evaluation.gate import GateReport, RuleResult
+from ml.export.onnx import export_onnx
+from ml.monitoring.alerts import NotPromoted
+from ml.registry.publish import promote_if_passed
+from ml.registry.storage import open_store
+from ml.registry.versions import PRODUCTION, Registry
+from ml.training.distributed import free_port
 from tests.conftest import tiny_overrides
 from tests.s3_servers import (  # noqa: F401 (fixtures)
     ACCESS_KEY,

@@ -12,8 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.retrain import GateFailed, retrain
-from ml.registry import Registry
-from ml.storage import open_store
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent

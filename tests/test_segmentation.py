@@ -9,15 +9,15 @@ from PIL import Image
 from pydantic import ValidationError
 from torch import nn
 
-from ml.config import ModelConfig, SyntheticConfig, load_config
+from ml.config.run import ModelConfig, SyntheticConfig, load_config
+from ml.core.seg_metrics import boundary_band, image_scores, postprocess, summarize
+from ml.core.tiling import onnx_predictor, predict_tiled, torch_predictor
 from ml.data.layouts import index_dataset
 from ml.data.synthetic_pages import make_pages_dataset
-from ml.dataset import foreground_crop
-from ml.export import export_checked, open_session
-from ml.losses import SegLoss, dice_loss, edge_loss, focal_loss
-from ml.models import build_model
-from ml.seg_metrics import boundary_band, image_scores, postprocess, summarize
-from ml.tiling import onnx_predictor, predict_tiled, torch_predictor
+from ml.export.onnx import export_checked, open_session
+from ml.training.datasets import foreground_crop
+from ml.training.losses import SegLoss, dice_loss, edge_loss, focal_loss
+from ml.training.models import build_model
 from tests.conftest import tiny_seg_overrides
 
 CPU = torch.device("cpu")
@@ -226,8 +226,8 @@ def test_synthetic_pages_are_seeded_exact_and_in_the_image_mask_layout(tmp_path)
 def test_retrain_flow_trains_gates_and_publishes_a_segmenter(tmp_path):
     from flows.evaluate import evaluate
     from flows.retrain import retrain
-    from ml.registry import Registry
-    from ml.storage import open_store
+    from ml.registry.storage import open_store
+    from ml.registry.versions import Registry
 
     over = tiny_seg_overrides(
         tmp_path,

@@ -14,20 +14,21 @@ from pydantic import ValidationError
 from torch import nn
 
 from flows.retrain import retrain
-from ml.classifier import evaluate_classifier, export_classifier, train_classifier
-from ml.config import GateConfig, load_config
+from ml.config.run import GateConfig, load_config
+from ml.core.files import sha256_file
+from ml.core.metrics import predict
 from ml.data.prepare import prepare_dataset
-from ml.evaluate import predict
-from ml.export import export_checked, open_session
-from ml.gate import Candidate, ChampionEval, evaluate_gate, quantization_rules
-from ml.losses import FocalLoss
-from ml.mixup import MixUp
-from ml.onnx_eval import evaluate_on_split, onnx_probs
-from ml.quantize import quantize_classifier, quantize_onnx
-from ml.registry import Registry
-from ml.steps import shipped_evaluation
-from ml.storage import open_store, sha256_file
-from ml.tta import FlipTTA
+from ml.evaluation.gate import Candidate, ChampionEval, evaluate_gate, quantization_rules
+from ml.evaluation.tta import FlipTTA
+from ml.export.onnx import export_checked, open_session
+from ml.export.onnx_eval import evaluate_on_split, onnx_probs
+from ml.export.quantize import quantize_classifier, quantize_onnx
+from ml.export.steps import shipped_evaluation
+from ml.registry.storage import open_store
+from ml.registry.versions import Registry
+from ml.training.classifier import evaluate_classifier, export_classifier, train_classifier
+from ml.training.losses import FocalLoss
+from ml.training.mixup import MixUp
 from tests.conftest import tiny_overrides
 
 TECHNIQUES = {
@@ -115,8 +116,8 @@ def test_tta_averages_the_flipped_views_and_is_flip_invariant():
 
 
 def test_exported_tta_graph_matches_torch_tta(tmp_path):
-    from ml.config import ModelConfig
-    from ml.models import build_model
+    from ml.config.run import ModelConfig
+    from ml.training.models import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="resnet10t"), 3, 4).eval()

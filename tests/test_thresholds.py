@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from ml.evaluate import decided_metrics
-from ml.inference import prediction_columns
-from ml.thresholds import choose_threshold, decide
+from ml.core.metrics import decided_metrics
+from ml.core.thresholds import choose_threshold, decide
+from ml.monitoring.scoring import prediction_columns
 
 Y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
 P = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8, 0.9])

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import ml.train
-from ml.checkpoint import load_checkpoint
-from ml.classifier import datasets
-from ml.config import load_config
+import ml.training.loop
+from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
-from ml.steps import train_step
-from ml.train import class_weights, fit, fit_schedule_to_budget
+from ml.export.steps import train_step
+from ml.training.checkpoint import load_checkpoint
+from ml.training.classifier import datasets
+from ml.training.loop import class_weights, fit, fit_schedule_to_budget
 from tests.conftest import tiny_overrides
 
 
@@ -128,7 +128,7 @@ def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_sched
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
     train_ds, val_ds = datasets(cfg, prepared)
     clock = Ticking(train_ds)  # an epoch takes len(train_ds) seconds
-    monkeypatch.setattr(ml.train, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(ml.training.loop, "time", SimpleNamespace(perf_counter=lambda: clock.now))
 
     def budget(epochs: float):
         minutes = epochs * len(clock) / 60

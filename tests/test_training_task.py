@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-import ml.train
+import ml.training.loop
 from ml.data.prepare import prepare_dataset
 from tasks.gpus import GPU_LIMIT, on_gpus
 from tasks.training import train_model
@@ -22,7 +22,7 @@ def test_a_retry_resumes_after_the_last_finished_epoch(tiny_cfg, tmp_path, monke
     run_dir = tmp_path / "run"
 
     # A full disk while epoch 2's checkpoint is written, once: the task fails, last.pt still holds epoch 1.
-    real_save, failed = ml.train.save_checkpoint, []
+    real_save, failed = ml.training.loop.save_checkpoint, []
 
     def disk_full_once(state, path):
         if state["epoch"] == 2 and not failed:
@@ -30,7 +30,7 @@ def test_a_retry_resumes_after_the_last_finished_epoch(tiny_cfg, tmp_path, monke
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(state, path)
 
-    monkeypatch.setattr(ml.train, "save_checkpoint", disk_full_once)
+    monkeypatch.setattr(ml.training.loop, "save_checkpoint", disk_full_once)
 
     @flow
     def train_flow():

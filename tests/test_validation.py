@@ -19,9 +19,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.retrain import retrain
 from flows.validate_data import validate_data_flow
-from ml.config import ExpectConfig, RunConfig, load_config
-from ml.train import weighted_sampler
-from ml.validation import EXPECTATIONS, ValidationReport, suite_parameters, validate_dataset
+from ml.config.run import ExpectConfig, RunConfig, load_config
+from ml.data.validation import EXPECTATIONS, ValidationReport, suite_parameters, validate_dataset
+from ml.training.loop import weighted_sampler
 from tests.conftest import tiny_overrides
 from tests.test_profile import mask_png, noise_png
 

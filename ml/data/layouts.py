@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ml.config import DataConfig
-from ml.storage import sha256_file
+from ml.config.run import DataConfig
+from ml.core.files import sha256_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 NOT_CLASSES = {"masks"}  # masks live beside classification images, they are never a class

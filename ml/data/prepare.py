@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml.config import DataConfig
+from ml.config.run import DataConfig
 from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits
 from ml.data.synthetic import make_shapes_dataset
@@ -28,7 +28,7 @@ class PreparedData:
     fingerprint: str
     root: str
     generated: bool  # the synthetic generator wrote the dataset in this run
-    profile: str = ""  # the run's dataset profile (parquet, one row per sample) when ml.validation made it
+    profile: str = ""  # the run's dataset profile (parquet, one row per sample) when ml.data.validation made it
     quarantined: list[str] = field(default_factory=list)  # unreadable files left out (expect.quarantine_unreadable)
 
     def to_dict(self) -> dict:
@@ -122,7 +122,7 @@ def write_prepared(
 
 
 def prepare_dataset(cfg: DataConfig, out_dir: Path) -> PreparedData:
-    """Index, check and split the dataset of `cfg`; writes out_dir/split.csv (ml.validation adds profile + GX)."""
+    """Index, check and split the dataset of `cfg`; writes out_dir/split.csv (ml.data.validation adds profile + GX)."""
     frame, generated = load_frame(cfg)
     classes = class_names(frame, cfg)
     check_basic(frame, cfg, classes)

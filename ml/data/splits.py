@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from ml.config import DataConfig, GroupConfig
+from ml.config.run import DataConfig, GroupConfig
 from ml.data.layouts import SPLITS, DatasetError
 
 TILE_NAME = re.compile(r"^(?P<type>.+)_exp(?P<exp>\d+)_num_(?P<num>\d+)$")
