@@ -1,8 +1,9 @@
 """Alert tasks: a Prefect event per alert (automations react to it), plus the webhook message of ml.monitoring.alerts.
 
 Events, each about the resource `visionflow.model.<name>`, payload = ml.monitoring.alerts.Alert.payload() (model,
-version, problems, run_url, text): retrain's visionflow.gate.failed, visionflow.metric.regressed, visionflow.data.invalid
-and visionflow.flow.crashed; the monitor's visionflow.drift.detected and visionflow.live_metric.dropped.
+version, problems, run_url, text): retrain's visionflow.gate.failed, visionflow.metric.regressed,
+visionflow.data.invalid and visionflow.flow.crashed; the monitor's
+visionflow.drift.detected and visionflow.live_metric.dropped.
 deployments/automations/gate-failed.yaml turns them into a notification on a Prefect server.
 """
 

