@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from ml.config import DataConfig, GroupConfig, SyntheticConfig
+from ml.config import DataConfig, GroupConfig, SyntheticConfig, load_config
 from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits, derive_groups
 from ml.data.synthetic import make_shapes_dataset
@@ -96,6 +97,20 @@ def test_presplit_tree_keeps_folders_split(tmp_path: Path) -> None:
     kept = assign_splits(frame, cfg)
     assert split_of(kept) == split_of(frame)
     assert all(f"/{s}/" in p for p, s in split_of(kept).items())
+
+
+def test_presplit_tree_with_a_test_folder(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    class_tree(root / "train", {"cat": 3, "dog": 3})
+    class_tree(root / "val", {"cat": 1, "dog": 1})
+    class_tree(root / "test", {"cat": 2, "dog": 1})
+    cfg = DataConfig(root=root)
+    kept = assign_splits(index_dataset(cfg), cfg)
+    assert kept.groupby("split").size().to_dict() == {"test": 3, "train": 6, "val": 2}
+    assert all(f"/{s}/" in p for p, s in split_of(kept).items())
+    test_only = tmp_path / "t"  # test/ without train/ and val/ is a class folder like any other
+    class_tree(test_only, {"test": 2, "cat": 2})
+    assert sorted(index_dataset(DataConfig(root=test_only))["label"].unique()) == ["cat", "test"]
 
 
 def test_npy_per_class(tmp_path: Path) -> None:
@@ -259,6 +274,13 @@ def test_tile_groups_keep_exposures_together(tmp_path: Path) -> None:
     write_png(root / "ok" / "IMG_0001.jpg")
     with pytest.raises(DatasetError, match="IMG_0001.jpg"):
         derive_groups(index_dataset(cfg), cfg.group)
+
+
+def test_val_plus_test_fraction_below_one_at_config_load() -> None:
+    with pytest.raises(ValidationError, match="must be < 1"):
+        load_config("demo", ["data.val_fraction=0.5", "data.test_fraction=0.5"])
+    assert load_config("demo", ["data.val_fraction=0.5", "data.test_fraction=0.4"]).data.test_fraction == 0.4
+    assert load_config("demo").data.test_fraction == 0.0
 
 
 # --- fingerprint and generator ---------------------------------------------------------------------------
