@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from ml.config.run import DataConfig, GroupConfig, SyntheticConfig
+from ml.config.run import DataConfig, GroupConfig, SyntheticConfig, load_config
 from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits, derive_groups
 from ml.data.synthetic import make_shapes_dataset
@@ -96,6 +97,20 @@ def test_presplit_tree_keeps_folders_split(tmp_path: Path) -> None:
     kept = assign_splits(frame, cfg)
     assert split_of(kept) == split_of(frame)
     assert all(f"/{s}/" in p for p, s in split_of(kept).items())
+
+
+def test_presplit_tree_with_a_test_folder(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    class_tree(root / "train", {"cat": 3, "dog": 3})
+    class_tree(root / "val", {"cat": 1, "dog": 1})
+    class_tree(root / "test", {"cat": 2, "dog": 1})
+    cfg = DataConfig(root=root)
+    kept = assign_splits(index_dataset(cfg), cfg)
+    assert kept.groupby("split").size().to_dict() == {"test": 3, "train": 6, "val": 2}
+    assert all(f"/{s}/" in p for p, s in split_of(kept).items())
+    test_only = tmp_path / "t"  # test/ without train/ and val/ is a class folder like any other
+    class_tree(test_only, {"test": 2, "cat": 2})
+    assert sorted(index_dataset(DataConfig(root=test_only))["label"].unique()) == ["cat", "test"]
 
 
 def test_npy_per_class(tmp_path: Path) -> None:
@@ -203,12 +218,96 @@ def test_split_deterministic_and_seeded(tmp_path: Path) -> None:
     assert set(first["split"]) == {"train", "val"}
 
 
-def test_split_stratified(tmp_path: Path) -> None:
-    root = class_tree(tmp_path / "d", {"big": 50, "mid": 20, "small": 5, "pair": 2})
+def test_split_keeps_every_class_of_two_or_more_groups_on_both_sides(tmp_path: Path) -> None:
+    root = class_tree(tmp_path / "d", {"big": 50, "mid": 20, "small": 5, "pair": 2, "one": 1})
     cfg = DataConfig(root=root, val_fraction=0.2)
     out = assign_splits(index_dataset(cfg), cfg)
-    val = out[out["split"] == "val"].groupby("label").size().to_dict()
-    assert val == {"big": 10, "mid": 4, "small": 1, "pair": 1}
+    sides = out.groupby("label")["split"].agg(lambda s: s.value_counts().to_dict()).to_dict()
+    assert all(sides[c].get("train", 0) >= 1 and sides[c].get("val", 0) >= 1 for c in ("big", "mid", "small", "pair"))
+    assert sides["pair"] == {"train": 1, "val": 1} and sides["one"] == {"train": 1}  # one group cannot be split
+    assert 4 <= sides["big"]["val"] <= 16  # Binomial(50, 0.2): 10 +- 2.8 (s.d.)
+
+
+# one group of two samples per `group`; `start` numbers the groups, so growth adds new groups to every class
+def frame_of(counts: dict[str, int], start: int = 0, per_group: int = 2) -> pd.DataFrame:
+    rows = [(c, g, k) for c, n in counts.items() for g in range(start, start + n) for k in range(per_group)]
+    return pd.DataFrame(
+        {
+            "path": [f"/d/{c}/g{g:05d}_{k}.png" for c, g, k in rows],
+            "row": -1,
+            "label": [c for c, _, _ in rows],
+            "group": [f"{c}/g{g:05d}" for c, g, _ in rows],
+            "split": "",
+        }
+    )
+
+
+TEN = {f"c{i}": 100 for i in range(10)}  # 10 classes x 200 samples (100 groups of 2)
+
+
+@pytest.mark.parametrize("growth", [0.1, 0.5, 2.0])
+def test_growing_the_data_never_moves_an_old_sample(growth: float) -> None:
+    cfg = DataConfig(val_fraction=0.2, test_fraction=0.1)
+    night1 = assign_splits(frame_of(TEN), cfg)
+    new = frame_of({c: int(n * growth) for c, n in TEN.items()}, start=max(TEN.values()))
+    night2 = assign_splits(pd.concat([frame_of(TEN), new], ignore_index=True), cfg)
+    before, after = split_of(night1), split_of(night2)
+    assert {p: after[p] for p in before} == before
+    assert set(after.values()) == {"train", "val", "test"}
+
+
+def test_split_fractions_per_class_within_binomial_tolerance() -> None:
+    # each group is one draw: a class of n groups has Binomial(n, f) of them on a side, s.d. sqrt(f (1 - f) / n)
+    one = {f"c{i}": 200 for i in range(10)}  # 10 classes x 200 single-sample groups
+    cfg = DataConfig(val_fraction=0.2, test_fraction=0.1)
+    out = assign_splits(frame_of(one, per_group=1), cfg)
+    share = out.groupby("label")["split"].value_counts(normalize=True).unstack(fill_value=0)
+    for side, f in (("val", 0.2), ("test", 0.1)):
+        sd = (f * (1 - f) / 200) ** 0.5
+        assert (share[side] - f).abs().max() <= 3.5 * sd, (side, share[side].to_dict())
+        assert abs((out["split"] == side).mean() - f) <= 3 * (f * (1 - f) / 2000) ** 0.5
+
+
+def test_split_never_puts_a_group_on_two_sides() -> None:
+    frame = frame_of(TEN, per_group=3)
+    frame.loc[frame.index % 7 == 0, "label"] = "c0"  # groups that span classes, too
+    out = assign_splits(frame, DataConfig(val_fraction=0.3, test_fraction=0.2))
+    assert out.groupby("group")["split"].nunique().max() == 1
+
+
+def test_split_is_a_function_of_the_groups_and_the_seed() -> None:
+    cfg = DataConfig(val_fraction=0.2, test_fraction=0.1)
+    frame = frame_of(TEN)
+    first = split_of(assign_splits(frame, cfg))
+    shuffled = frame.sample(frac=1, random_state=3).reset_index(drop=True)  # row order does not matter
+    assert split_of(assign_splits(shuffled, cfg)) == first
+    other = split_of(assign_splits(frame, cfg.model_copy(update={"split_seed": 1})))
+    assert other != first and set(other.values()) == set(first.values())
+
+
+def test_test_fraction_zero_gives_no_test_rows() -> None:
+    out = assign_splits(frame_of(TEN), DataConfig(val_fraction=0.2))
+    assert set(out["split"]) == {"train", "val"}
+    with_test = assign_splits(frame_of(TEN), DataConfig(val_fraction=0.2, test_fraction=0.1))
+    # the val band sits above the test band: adding a test share changes which groups are val, never val's share
+    assert abs((with_test["split"] == "val").mean() - 0.2) < 0.05
+
+
+def test_given_split_column_is_kept_test_included() -> None:
+    frame = frame_of({"a": 4, "b": 4}, per_group=1)
+    frame["split"] = ["train", "val", "test", "train"] * 2
+    out = assign_splits(frame, DataConfig(val_fraction=0.5, test_fraction=0.3))
+    assert out["split"].tolist() == frame["split"].tolist()
+    frame.loc[0, "split"] = "holdout"
+    with pytest.raises(DatasetError, match="holdout"):
+        assign_splits(frame, DataConfig())
+
+
+def test_val_plus_test_fraction_below_one_at_config_load() -> None:
+    with pytest.raises(ValidationError, match="must be < 1"):
+        load_config("demo", ["data.val_fraction=0.5", "data.test_fraction=0.5"])
+    assert load_config("demo", ["data.val_fraction=0.5", "data.test_fraction=0.4"]).data.test_fraction == 0.4
+    assert load_config("demo").data.test_fraction == 0.0
 
 
 def test_regex_groups_never_straddle(tmp_path: Path) -> None:

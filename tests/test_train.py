@@ -124,7 +124,9 @@ class Ticking(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
 def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_schedule(tmp_path, monkeypatch, scheduler):
-    cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.epochs": 6, "train.scheduler": scheduler}))
+    # batches of 8: enough steps per epoch for 3 epochs of OneCycle to end annealed, whatever the split's train size
+    over = {"train.epochs": 6, "train.scheduler": scheduler, "train.batch_size": 8}
+    cfg = load_config("demo", tiny_overrides(tmp_path, **over))
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
     train_ds, val_ds = datasets(cfg, prepared)
     clock = Ticking(train_ds)  # an epoch takes len(train_ds) seconds

@@ -198,6 +198,21 @@ def test_same_image_in_train_and_val_is_leakage_with_both_paths(tmp_path: Path) 
     assert f"{root / 'train' / 'a' / 'a01.png'}: same bytes as {root / 'val' / 'a' / 'copy.png'} (val, a)" in text
 
 
+def test_test_rows_pass_validation_and_a_copy_in_test_is_leakage(tmp_path: Path) -> None:
+    report = validate(tmp_path / "generated", **{"data.test_fraction": 0.25})
+    assert report.passed, report.markdown()
+    split = pd.read_csv(report.prepared.split_csv, keep_default_na=False)
+    assert len(split) == 48 and set(split["split"]) == {"train", "val", "test"}
+    assert set(report.prepared.counts) == {"train", "val"}  # test rows are kept in split.csv, unused downstream
+    root = tree(tmp_path / "data", {"train/a": 4, "train/b": 4, "val/a": 2, "val/b": 2, "test/a": 1})
+    shutil.copy(root / "train" / "b" / "b01.png", root / "test" / "a" / "copy.png")
+    found = failed(validate(tmp_path))
+    assert list(found) == ["no image in both train and val (leakage)", "no image under two labels (label conflict)"]
+    assert f"{root / 'train' / 'b' / 'b01.png'}: same bytes as {root / 'test' / 'a' / 'copy.png'} (test, a)" in str(
+        found
+    )
+
+
 def test_same_image_under_two_labels_is_a_label_conflict(tmp_path: Path) -> None:
     root = tree(tmp_path / "data", {"train/a": 4, "train/b": 4, "val/a": 2, "val/b": 2})
     shutil.copy(root / "train" / "a" / "a02.png", root / "train" / "b" / "also-b.png")

@@ -97,12 +97,20 @@ class DataConfig(Section):
     crop_size: int = Field(512, ge=32, multiple_of=32)
     foreground_crop: float = Field(0.5, ge=0, le=1)  # share of crops centred on a mask (foreground) pixel
     crops_per_image: int = Field(8, ge=1)  # random crops of each training image per epoch
-    val_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of each class's groups in val (by hash: see ml.data.splits)
+    test_fraction: float = Field(0.0, ge=0, lt=1)  # share in a test split beside train/val; 0: none
     split_seed: int = 0
     group: GroupConfig = GroupConfig()
     synthetic: SyntheticConfig | None = None  # generate the dataset if root does not exist
     expect: ExpectConfig = ExpectConfig()
     cache_dir: Path | None = None  # profile cache (profile-<name>.parquet); default: <storage.workdir>/../cache
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            total = f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction}"
+            raise ValueError(f"{total} must be < 1 (train needs a share)")
+        return self
 
 
 class AugmentConfig(Section):

@@ -23,7 +23,7 @@ from ml.core.files import sha256_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 NOT_CLASSES = {"masks"}  # masks live beside classification images, they are never a class
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")  # a pre-split tree needs train/ and val/; test/ is optional
 COLUMNS = ["path", "row", "label", "group", "split"]
 
 
@@ -95,10 +95,10 @@ def _rows(paths: list[str], labels: list[str], root: Path, splits: list[str] | N
 
 
 def _class_folders(root: Path, cfg: DataConfig) -> pd.DataFrame:
-    rule = "class_folders expects <root>/<class>/*.png|jpg|jpeg or <root>/train|val/<class>/..."
+    rule = "class_folders expects <root>/<class>/*.png|jpg|jpeg or <root>/train|val[|test]/<class>/..."
     top = _subdirs(root)
-    presplit = all(s in top for s in SPLITS) and all(_subdirs(top[s]) for s in SPLITS)
-    parts = {s: _subdirs(top[s]) for s in SPLITS} if presplit else {"": top}
+    presplit = all(s in top and _subdirs(top[s]) for s in ("train", "val"))
+    parts = {s: _subdirs(top[s]) for s in SPLITS if s in top} if presplit else {"": top}
     classes = _select(sorted({c for p in parts.values() for c in p}), cfg, root, rule)
     paths, labels, splits = [], [], []
     for cls in classes:

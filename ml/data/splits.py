@@ -1,17 +1,18 @@
-"""Train/val splits that are seeded, stratified by class, and never put one group on both sides.
+"""Train/val/test splits that are seeded, repeatable as data grows, and never put one group on two sides.
 
 Near-duplicates (exposures of one tile, a brand's wordmark and icon) on both sides of a split inflate
-validation scores, so splitting happens over groups; with the default one-group-per-sample it is a
-plain stratified split.
+validation scores, so splitting happens over groups; with the default one-group-per-sample it splits samples.
+A group's side is a function of its id and data.split_seed only (a hash, not a shuffle of everything present),
+so tonight's new files never move last night's: the model trained then is never scored on its own training images.
+A group whose id changes (a renamed file, a tile that a new frame joins to another) is a new group.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import zlib
 
-import numpy as np
 import pandas as pd
 
 from ml.config.run import DataConfig, GroupConfig
@@ -83,7 +84,11 @@ def _tile_groups(frame: pd.DataFrame, gap: int) -> pd.Series:
 
 
 def assign_splits(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """Copy of frame with `group` and `split` ('train'/'val'); same frame and config -> same split."""
+    """Copy of frame with `group` and `split` ('train'/'val'/'test'); same frame and config -> same split.
+
+    A `split` already on every row (pre-split tree, manifest column) is kept as it is; otherwise each group's side
+    comes from its hash alone (see `group_hash`), so adding data never moves an existing sample.
+    """
     out = frame.copy()
     out["group"] = derive_groups(frame, cfg.group)
     fixed = out["split"].fillna("").astype(str) if "split" in out.columns else pd.Series("", index=out.index)
@@ -97,31 +102,63 @@ def assign_splits(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
             f"{int((fixed == '').sum())} of {len(out)} samples have no split while others do: "
             "give every sample a split or none"
         )
-    out["split"] = "train"
-    val = _val_groups(out, cfg.val_fraction, cfg.split_seed)
-    out.loc[out["group"].isin(val), "split"] = "val"
+    sides = _group_sides(out, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    out["split"] = out["group"].map(sides)
     return out
 
 
-def _val_groups(frame: pd.DataFrame, fraction: float, seed: int) -> set[str]:
-    """Greedy per class: shuffle its groups, move them to val until round(n * fraction) samples are there."""
+def group_hash(group: str, seed: int) -> float:
+    """Uniform number in [0, 1) from blake2b of "<seed>:<group>": a function of the group's id and the seed only."""
+    digest = hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 11) / float(1 << 53)  # top 53 bits: exact in a float, never 1.0
+
+
+def _group_sides(frame: pd.DataFrame, val: float, test: float, seed: int) -> dict[str, str]:
+    """Side per group: u = group_hash(group) -> 'val' if u < val, 'test' if u >= 1 - test, else 'train'.
+
+    The two held-out bands sit at opposite ends of [0, 1), so changing one fraction never moves a sample of the
+    other: turning data.test_fraction on later takes test samples from train only, and val stays as it was.
+
+        Each group is one draw, so a class of n single-sample groups gets Binomial(n, val) val samples: its val share
+        is val +- sqrt(val * (1 - val) / n) (one s.d.; 0.028 for n = 200 at val = 0.2), not the old exact round(n * val).
+
+        Fallbacks, per class, over the groups it owns (a group spanning classes is owned by its most frequent label,
+        ties: smallest label), classes in sorted order:
+          - a class that owns one group keeps it in train (it cannot be split either way);
+          - a class owning >= 2 groups with no sample in train moves its group nearest the train band to train;
+          - then, with no sample in val, its group of smallest u (nearest the val band) that is not its last train
+            group moves to val.
+        Test gets no such guarantee: a small class may have no test samples.
+        A fallback applies only while a class has no sample on that side by hash: a class with samples in train and val
+        by hash never has a group moved, and as soon as a new group hashes onto the missing side the fallback stops and
+        the moved group returns to its own band. Its pick can change only when the class gains a group nearer that band
+        (a more extreme hash). So under growth an old sample can change side only if a fallback moved its group on one
+        of the two nights, or its class owned a single group before.
+    """
     sizes = frame.groupby(["group", "label"], sort=True).size().reset_index(name="n")
-    # a group spanning classes is placed with its most frequent label (ties: smallest label)
     sizes = sizes.sort_values(["group", "n", "label"], ascending=[True, False, True], kind="stable")
-    owner = sizes.drop_duplicates("group")
-    totals = frame.groupby("group").size().to_dict()
-    val: set[str] = set()
-    for label, rows in owner.groupby("label", sort=True):
-        groups = sorted(rows["group"])
-        n = sum(totals[g] for g in groups)
-        target = int(np.floor(n * fraction + 0.5))
-        if len(groups) >= 2:
-            target = max(target, 1)
-        rng = np.random.default_rng([seed % (1 << 63), zlib.crc32(str(label).encode())])
-        taken = 0
-        for k, j in enumerate(rng.permutation(len(groups))):
-            if taken >= target or k >= len(groups) - 1:  # keep at least one group in train
-                break
-            val.add(groups[j])
-            taken += int(totals[groups[j]])
-    return val
+    first = sizes.drop_duplicates("group")
+    owner = dict(zip(first["group"], first["label"], strict=True))
+    u = {g: group_hash(g, seed) for g in owner}
+    side = {g: "val" if x < val else "test" if x >= 1 - test else "train" for g, x in u.items()}
+    members = sizes.groupby("label")["group"].agg(list).to_dict()  # groups holding a sample of the label
+    owned: dict[str, list[str]] = {}
+    for g, label in owner.items():
+        owned.setdefault(label, []).append(g)
+
+    def has(label: str, where: str) -> bool:  # any sample of label on that side (in groups of any owner)
+        return any(side[g] == where for g in members[label])
+
+    for label in sorted(owned):
+        groups = sorted(owned[label], key=lambda g: (u[g], g))
+        if len(groups) == 1:
+            side[groups[0]] = "train"
+            continue
+        if not has(label, "train"):
+            side[min(groups, key=lambda g: (max(val - u[g], u[g] - (1 - test), 0.0), g))] = "train"
+        if not has(label, "val"):
+            train = [g for g in groups if side[g] == "train"]
+            candidates = [g for g in groups if side[g] == "test"] + (train if len(train) >= 2 else [])
+            if candidates:
+                side[min(candidates, key=lambda g: (u[g], g))] = "val"
+    return side
