@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ml.config.run import ModelConfig  # noqa: E402
+from ml.config.training import ModelConfig  # noqa: E402
 from ml.export.onnx import export_checked  # noqa: E402
 from ml.monitoring.log import write_log  # noqa: E402
 from ml.monitoring.reference import fit_projection  # noqa: E402

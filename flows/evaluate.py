@@ -21,7 +21,7 @@ from prefect import flow
 from flows.cli.args import add_store, doc_parser, print_summary, result_or_report
 from flows.cli.params import EndpointUrl, ModelName, Source, Store
 from flows.cli.runs import run_named_by
-from ml.config.run import DEFAULT_STORE
+from ml.config.publishing import DEFAULT_STORE
 from tasks.holdout import evaluate_registered
 
 

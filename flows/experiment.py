@@ -21,7 +21,8 @@ from prefect.artifacts import create_table_artifact
 from flows.cli.args import overrides_of, print_summary, resolve_or_exit, result_or_report, run_parser
 from flows.cli.params import Overrides, Preset, Seeds
 from flows.cli.runs import run_named_by
-from ml.config.run import AugmentConfig, load_config
+from ml.config.run import load_config
+from ml.config.training import AugmentConfig
 from ml.evaluation.stats import mean_ci
 from tasks.data import validate_data
 from tasks.evaluation import evaluate_model

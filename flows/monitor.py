@@ -24,7 +24,7 @@ from flows.cli.args import existing, print_summary, result_or_report
 from flows.cli.params import EndpointUrl, ModelName, Overrides, Store, Window
 from flows.cli.production import overrides_or_exit, parser
 from flows.cli.runs import alerting_flow
-from ml.config.run import DEFAULT_STORE
+from ml.config.publishing import DEFAULT_STORE
 from ml.monitoring.reference import PRODUCTION_CACHE
 from tasks.monitoring import (
     check_drift,

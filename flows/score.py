@@ -26,7 +26,7 @@ from flows.cli.args import existing, print_summary, result_or_report
 from flows.cli.params import EndpointUrl, ModelName, Overrides, Source, Store
 from flows.cli.production import overrides_or_exit, parser
 from flows.cli.runs import alerting_flow, shard_runner
-from ml.config.run import DEFAULT_STORE
+from ml.config.publishing import DEFAULT_STORE
 from ml.monitoring.log import LogWritten, ScoringJob, monitor_settings
 from ml.monitoring.reference import PRODUCTION_CACHE
 from ml.monitoring.scoring import source_shards

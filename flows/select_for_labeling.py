@@ -35,7 +35,7 @@ from flows.cli.args import existing, print_summary, result_or_report
 from flows.cli.params import Budget, EndpointUrl, ModelName, Overrides, Source, Store
 from flows.cli.production import overrides_or_exit, parser
 from flows.cli.runs import alerting_flow, shard_runner
-from ml.config.run import DEFAULT_STORE
+from ml.config.publishing import DEFAULT_STORE
 from ml.labeling.batch import KnownImages, known_images, labeling_settings
 from ml.labeling.selection import Shortlist
 from ml.monitoring.log import ScoringJob

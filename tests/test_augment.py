@@ -4,7 +4,7 @@ their size, dtype and channels, masks stay binary."""
 import numpy as np
 import pytest
 
-from ml.config.run import AugmentConfig
+from ml.config.training import AugmentConfig
 from ml.training.augment import build_mask_transforms, build_transforms
 
 ALL_ON = AugmentConfig(

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from ml.config.run import ModelConfig
+from ml.config.training import ModelConfig
 from ml.export.onnx import ParityError, export_checked, open_session
 from ml.training.models import build_model
 

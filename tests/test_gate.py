@@ -9,7 +9,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from ml.config.run import ChampionConfig, GateConfig, load_config
+from ml.config.evaluation import ChampionConfig, GateConfig
+from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
 from ml.evaluation.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
 from ml.export.onnx import IncompatibleModel, export_onnx

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ml.config.run import SyntheticConfig
+from ml.config.data import SyntheticConfig
 from ml.data.synthetic import make_shapes_dataset
 from ml.monitoring.reference import load_production
 from ml.registry.storage import open_store

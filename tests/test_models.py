@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from ml.config.run import ModelConfig
+from ml.config.training import ModelConfig
 from ml.training.models import build_model, pick_device
 from ml.training.torchvision_shim import ensure_torchvision
 

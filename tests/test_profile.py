@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ml.config.run import DataConfig, SyntheticConfig
+from ml.config.data import DataConfig, SyntheticConfig
 from ml.core.files import sha256_file
 from ml.data.layouts import DatasetError, index_dataset
 from ml.data.masks import load_mask

@@ -16,7 +16,7 @@ from torch import nn
 
 from flows import registry as registry_cli
 from flows.retrain import GateFailed, retrain
-from ml.config.run import StorageConfig
+from ml.config.publishing import StorageConfig
 from ml.evaluation.gate import GateReport, RuleResult
 from ml.export.onnx import export_onnx
 from ml.monitoring.alerts import NotPromoted

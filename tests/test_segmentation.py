@@ -9,7 +9,9 @@ from PIL import Image
 from pydantic import ValidationError
 from torch import nn
 
-from ml.config.run import ModelConfig, SyntheticConfig, load_config
+from ml.config.data import SyntheticConfig
+from ml.config.run import load_config
+from ml.config.training import ModelConfig
 from ml.core.seg_metrics import boundary_band, image_scores, postprocess, summarize
 from ml.core.tiling import onnx_predictor, predict_tiled, torch_predictor
 from ml.data.layouts import index_dataset

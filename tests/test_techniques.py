@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from flows.retrain import retrain
-from ml.config.run import GateConfig, load_config
+from ml.config.evaluation import GateConfig
+from ml.config.run import load_config
 from ml.core.files import sha256_file
 from ml.core.metrics import predict
 from ml.data.prepare import prepare_dataset
@@ -116,7 +117,7 @@ def test_tta_averages_the_flipped_views_and_is_flip_invariant():
 
 
 def test_exported_tta_graph_matches_torch_tta(tmp_path):
-    from ml.config.run import ModelConfig
+    from ml.config.training import ModelConfig
     from ml.training.models import build_model
 
     torch.manual_seed(0)

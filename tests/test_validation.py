@@ -19,7 +19,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.retrain import retrain
 from flows.validate_data import validate_data_flow
-from ml.config.run import ExpectConfig, RunConfig, load_config
+from ml.config.data import ExpectConfig
+from ml.config.run import RunConfig, load_config
 from ml.data.validation import EXPECTATIONS, ValidationReport, suite_parameters, validate_dataset
 from ml.training.loop import weighted_sampler
 from tests.conftest import tiny_overrides

@@ -17,7 +17,8 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
-from ml.config.run import DEFAULT_STORE, RunConfig, load_config, parse_override
+from ml.config.publishing import DEFAULT_STORE
+from ml.config.run import RunConfig, load_config, parse_override
 
 STORE_PATTERN, URL_PATTERN = r"^(file|s3)://.+", r"^https?://"  # what ml.registry.storage.open_store and boto3 take
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ml.config.run import DataConfig
+from ml.config.data import DataConfig
 from ml.core.files import sha256_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ml.config.run import DataConfig
+from ml.config.data import DataConfig
 from ml.data.layouts import DatasetError, _images, _rows
 
 MASKS = "masks"

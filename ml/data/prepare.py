@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml.config.run import DataConfig
+from ml.config.data import DataConfig
 from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits
 from ml.data.synthetic import make_shapes_dataset

@@ -15,7 +15,7 @@ import re
 
 import pandas as pd
 
-from ml.config.run import DataConfig, GroupConfig
+from ml.config.data import DataConfig, GroupConfig
 from ml.data.layouts import SPLITS, DatasetError
 
 TILE_NAME = re.compile(r"^(?P<type>.+)_exp(?P<exp>\d+)_num_(?P<num>\d+)$")
@@ -119,21 +119,21 @@ def _group_sides(frame: pd.DataFrame, val: float, test: float, seed: int) -> dic
     The two held-out bands sit at opposite ends of [0, 1), so changing one fraction never moves a sample of the
     other: turning data.test_fraction on later takes test samples from train only, and val stays as it was.
 
-        Each group is one draw, so a class of n single-sample groups gets Binomial(n, val) val samples: its val share
-        is val +- sqrt(val * (1 - val) / n) (one s.d.; 0.028 for n = 200 at val = 0.2), not the old exact round(n * val).
+    Each group is one draw, so a class of n single-sample groups gets Binomial(n, val) val samples: its val share
+    is val +- sqrt(val * (1 - val) / n) (one s.d.; 0.028 for n = 200 at val = 0.2), not the old exact round(n * val).
 
-        Fallbacks, per class, over the groups it owns (a group spanning classes is owned by its most frequent label,
-        ties: smallest label), classes in sorted order:
-          - a class that owns one group keeps it in train (it cannot be split either way);
-          - a class owning >= 2 groups with no sample in train moves its group nearest the train band to train;
-          - then, with no sample in val, its group of smallest u (nearest the val band) that is not its last train
-            group moves to val.
-        Test gets no such guarantee: a small class may have no test samples.
-        A fallback applies only while a class has no sample on that side by hash: a class with samples in train and val
-        by hash never has a group moved, and as soon as a new group hashes onto the missing side the fallback stops and
-        the moved group returns to its own band. Its pick can change only when the class gains a group nearer that band
-        (a more extreme hash). So under growth an old sample can change side only if a fallback moved its group on one
-        of the two nights, or its class owned a single group before.
+    Fallbacks, per class, over the groups it owns (a group spanning classes is owned by its most frequent label,
+    ties: smallest label), classes in sorted order:
+      - a class that owns one group keeps it in train (it cannot be split either way);
+      - a class owning >= 2 groups with no sample in train moves its group nearest the train band to train;
+      - then, with no sample in val, its group of smallest u (nearest the val band) that is not its last train
+        group moves to val.
+    Test gets no such guarantee: a small class may have no test samples.
+    A fallback applies only while a class has no sample on that side by hash: a class with samples in train and val
+    by hash never has a group moved, and as soon as a new group hashes onto the missing side the fallback stops and
+    the moved group returns to its own band. Its pick can change only when the class gains a group nearer that band
+    (a more extreme hash). So under growth an old sample can change side only if a fallback moved its group on one
+    of the two nights, or its class owned a single group before.
     """
     sizes = frame.groupby(["group", "label"], sort=True).size().reset_index(name="n")
     sizes = sizes.sort_values(["group", "n", "label"], ascending=[True, False, True], kind="stable")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ml.config.run import SyntheticConfig
+from ml.config.data import SyntheticConfig
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "line", "star")
 SUPERSAMPLE = 4  # draw large, shrink: antialiased edges without a slow renderer

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ml.config.run import SyntheticConfig
+from ml.config.data import SyntheticConfig
 
 
 def _paper(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

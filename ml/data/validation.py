@@ -26,7 +26,8 @@ import pandas as pd
 from great_expectations.core import ExpectationSuite
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from ml.config.run import ExpectConfig, RunConfig
+from ml.config.data import ExpectConfig
+from ml.config.run import RunConfig
 from ml.core.files import PROJECT_ROOT
 from ml.data.layouts import DatasetError, class_names
 from ml.data.prepare import PreparedData, load_frame, split_frame, write_prepared

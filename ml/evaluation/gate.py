@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ml.config.run import ChampionConfig, GateConfig
+from ml.config.evaluation import ChampionConfig, GateConfig
 
 LOWER_IS_BETTER = {"loss"}
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ml.config.run import CLASSIFIER_METRICS
+from ml.config.evaluation import CLASSIFIER_METRICS
 
 FLIP_DIMS = {"hflip": -1, "vflip": -2}  # N x C x H x W: hflip mirrors left-right (W), vflip top-bottom (H)
 

@@ -31,8 +31,8 @@ import pandas as pd
 from botocore.config import Config
 from PIL import Image
 
+from ml.config.evaluation import EvalConfig
 from ml.config.production import LabelingConfig, MonitorConfig
-from ml.config.run import EvalConfig
 from ml.core.files import sha256_bytes
 from ml.core.tiling import Predict, onnx_predictor, predict_tiled
 from ml.data.layouts import to_array

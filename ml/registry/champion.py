@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ml.config.run import CLASSIFIER_METRICS, SEGMENTER_METRICS, RunConfig
+from ml.config.evaluation import CLASSIFIER_METRICS, SEGMENTER_METRICS
+from ml.config.run import RunConfig
 from ml.core.files import sha256_file
 from ml.data.prepare import PreparedData
 from ml.evaluation.gate import ChampionEval

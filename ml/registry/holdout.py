@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ml.config.run import GroupConfig, RunConfig
+from ml.config.data import GroupConfig
+from ml.config.run import RunConfig
 from ml.core.metrics import classification_metrics, decision_threshold
 from ml.core.thresholds import decide
 from ml.data.layouts import DatasetError

@@ -56,7 +56,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.exceptions import RetriesExceededError
 
-from ml.config.run import StorageConfig
+from ml.config.publishing import StorageConfig
 from ml.core.files import atomic_write, sha256_bytes
 
 LOCKS = ".locks/"  # reserved key prefix for locks and probes; never listed

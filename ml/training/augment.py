@@ -5,7 +5,7 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 
-from ml.config.run import AugmentConfig
+from ml.config.training import AugmentConfig
 
 
 def _affine(aug: AugmentConfig, border_mode: int) -> list[A.BasicTransform]:

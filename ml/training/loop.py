@@ -30,7 +30,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from tqdm import tqdm
 
-from ml.config.run import RunConfig, TrainConfig
+from ml.config.run import RunConfig
+from ml.config.training import TrainConfig
 from ml.core.metrics import classification_metrics, predict
 from ml.training import ranks
 from ml.training.checkpoint import load_checkpoint, save_checkpoint

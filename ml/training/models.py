@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.config.run import ModelConfig
+from ml.config.training import ModelConfig
 from ml.training.torchvision_shim import ensure_torchvision
 
 ensure_torchvision()
