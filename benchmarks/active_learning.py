@@ -42,11 +42,12 @@ import torch  # noqa: E402
 from ml.config.run import RunConfig, load_config  # noqa: E402
 from ml.data.layouts import index_dataset  # noqa: E402
 from ml.data.prepare import PreparedData  # noqa: E402
+from ml.export.classifier import export_classifier  # noqa: E402
 from ml.export.onnx_eval import evaluate_onnx  # noqa: E402
 from ml.labeling.selection import Shortlist  # noqa: E402
 from ml.monitoring.reference import fit_projection, raw_features, split_items  # noqa: E402
 from ml.monitoring.scoring import OnnxClassifier, score_stream  # noqa: E402
-from ml.training.classifier import export_classifier, train_classifier  # noqa: E402
+from ml.training.classifier import train_classifier  # noqa: E402
 from ml.training.datasets import load_resized  # noqa: E402
 
 STRATEGIES = {"random": "random", "entropy": "uncertainty", "entropy+diversity": "diversity"}  # name -> strategy

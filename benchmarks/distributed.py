@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 from ml.config.run import load_config, parse_override  # noqa: E402
 from ml.data.prepare import prepare_dataset  # noqa: E402
-from ml.export.steps import train_step  # noqa: E402
 from ml.training.models import pick_device  # noqa: E402
+from ml.training.step import train_step  # noqa: E402
 
 GOAL = 0.8
 

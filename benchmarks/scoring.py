@@ -37,7 +37,7 @@ from ml.export.onnx import export_checked  # noqa: E402
 from ml.monitoring.log import write_log  # noqa: E402
 from ml.monitoring.reference import fit_projection  # noqa: E402
 from ml.monitoring.scoring import OnnxClassifier, Projection, local_images, score_stream  # noqa: E402
-from ml.registry.storage import FileStore  # noqa: E402
+from ml.registry.file_store import FileStore  # noqa: E402
 from ml.training.models import build_model  # noqa: E402
 
 KINDS = {"rgb32": (32, 3), "grey28": (28, 1)}  # name -> (side, channels)

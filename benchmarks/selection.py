@@ -27,8 +27,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from benchmarks.scoring import CLASSES, KINDS, generate, peak_rss_mb, prepare_model, warm  # noqa: E402
 from ml.config.production import LabelingConfig, MonitorConfig  # noqa: E402
 from ml.labeling.batch import select_batch  # noqa: E402
-from ml.monitoring.reference import Production  # noqa: E402
-from ml.registry.storage import FileStore  # noqa: E402
+from ml.monitoring.production import Production  # noqa: E402
+from ml.registry.file_store import FileStore  # noqa: E402
 
 GOAL_RSS = 1.10
 

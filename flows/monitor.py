@@ -25,13 +25,14 @@ from flows.cli.params import EndpointUrl, ModelName, Overrides, Store, Window
 from flows.cli.production import overrides_or_exit, parser
 from flows.cli.runs import alerting_flow
 from ml.config.publishing import DEFAULT_STORE
-from ml.monitoring.reference import PRODUCTION_CACHE
+from ml.monitoring.production import PRODUCTION_CACHE, SCORING
 from tasks.monitoring import (
     check_drift,
     fetch_production,
     publish_monitor_artifacts,
     run_name,
     send_monitor_alerts,
+    settings_for,
     trigger_retrain,
 )
 
@@ -61,13 +62,15 @@ def monitor(
     run = run_name()
     # 1. the production version and its reference
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
-    # 2. the window vs the reference: Evidently report (+ live metrics where labelled) -> the store
-    check = check_drift(production, store, overrides, labels, run, endpoint_url)
-    # 3. Prefect artifacts: each test's score and verdict; the verdict with the report's link
+    # 2. its monitor and alert settings with this run's overrides, resolved once for every task
+    settings = settings_for(production, overrides, SCORING)
+    # 3. the window vs the reference: Evidently report (+ live metrics where labelled) -> the store
+    check = check_drift(production, settings, store, labels, run, endpoint_url)
+    # 4. Prefect artifacts: each test's score and verdict; the verdict with the report's link
     publish_monitor_artifacts(check)
-    # 4. drift or a metric drop: alert; on drift, retrain if monitor.retrain_on_drift (once per window and day)
-    events = send_monitor_alerts(check, production, overrides)
-    retrain = trigger_retrain(check, production, store, overrides, endpoint_url)
+    # 5. drift or a metric drop: alert; on drift, retrain if monitor.retrain_on_drift (once per window and day)
+    events = send_monitor_alerts(check, settings)
+    retrain = trigger_retrain(check, settings, store, endpoint_url)
     return {
         "model": model,
         "version": production.version,

@@ -24,8 +24,8 @@ from flows.cli.args import overrides_of, print_summary, resolve_or_exit, run_par
 from flows.cli.params import Overrides, Preset
 from flows.cli.runs import alerting_flow, failed_with
 from ml.config.run import RunConfig, load_config
-from ml.export.steps import RunRecords
 from ml.monitoring.alerts import NotPromoted
+from ml.registry.records import RunRecords
 from ml.registry.report import summary_markdown
 from tasks.alerts import send_alerts
 from tasks.data import validate_data
@@ -37,7 +37,7 @@ from tasks.evaluation import (
     measure_latency,
     score_shipped,
 )
-from tasks.monitoring import build_reference
+from tasks.monitoring import drift_reference
 from tasks.registry import promote_model, publish_model, reach_store, read_production
 from tasks.reporting import publish_artifacts, write_report
 from tasks.training import train_model
@@ -109,7 +109,7 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     records = RunRecords(prepared, trained, shipped, exported, gate, champion, latency_ms)
     report_md = write_report(cfg, records, run_dir)
     # what flows.monitor compares production with, predicted at the version's decision threshold
-    reference = build_reference(cfg, prepared, exported, run_dir, shipped.threshold)
+    reference = drift_reference(cfg, prepared, exported, run_dir, shipped.threshold)
     published = publish_model(cfg, records, report_md, reference)
     promotion = promote_model(cfg, published.version, gate, production)
 

@@ -27,10 +27,10 @@ from flows.cli.params import EndpointUrl, ModelName, Overrides, Source, Store
 from flows.cli.production import overrides_or_exit, parser
 from flows.cli.runs import alerting_flow, shard_runner
 from ml.config.publishing import DEFAULT_STORE
-from ml.monitoring.log import LogWritten, ScoringJob, monitor_settings
-from ml.monitoring.reference import PRODUCTION_CACHE
+from ml.monitoring.log import LogWritten, ScoringJob
+from ml.monitoring.production import PRODUCTION_CACHE, SCORING
 from ml.monitoring.scoring import source_shards
-from tasks.monitoring import fetch_production, run_name, score_images, score_shard
+from tasks.monitoring import fetch_production, run_name, score_shard, score_source, settings_for
 
 
 @alerting_flow("score", named_by="model")
@@ -55,12 +55,14 @@ def score(
     run = run_name()
     # 1. the production version: model.onnx (sha256-checked) and its embedding projection, cached per version
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
-    # 2. stream the source through onnxruntime into the prediction log: in one task, or in shards (monitor.shard_files)
+    # 2. its monitor settings with this run's overrides, resolved once for every task and shard
+    settings = settings_for(production, overrides or {}, SCORING)
+    # 3. stream the source through onnxruntime into the prediction log: in one task, or in shards (monitor.shard_files)
     #    on the task runner monitor.dask_address names
-    job = ScoringJob(model, production.version, source, store, overrides or {}, run, cache_dir, endpoint_url)
-    mon, _ = monitor_settings(production.config, job.overrides)
+    job = ScoringJob(model, production.version, source, store, settings, run, cache_dir, endpoint_url)
+    mon = settings.monitor
     if mon.shard_files is None:
-        written = score_images(production, job)
+        written = score_source(production, job)
     else:
         shards = score_shards.with_options(task_runner=shard_runner(mon.dask_address))
         written = shards(job, production.classes, mon.shard_files)

@@ -36,14 +36,14 @@ from flows.cli.params import Budget, EndpointUrl, ModelName, Overrides, Source, 
 from flows.cli.production import overrides_or_exit, parser
 from flows.cli.runs import alerting_flow, shard_runner
 from ml.config.publishing import DEFAULT_STORE
-from ml.labeling.batch import KnownImages, known_images, labeling_settings
+from ml.labeling.batch import KnownImages, known_images
 from ml.labeling.selection import Shortlist
 from ml.monitoring.log import ScoringJob
-from ml.monitoring.reference import PRODUCTION_CACHE
+from ml.monitoring.production import LABELING, PRODUCTION_CACHE
 from ml.monitoring.scoring import source_shards
 from ml.registry.storage import open_store
 from tasks.labeling import choose_batch, publish_batch_artifact, shortlist_shard, write_shortlisted
-from tasks.monitoring import fetch_production, run_name
+from tasks.monitoring import fetch_production, run_name, settings_for
 
 
 @alerting_flow("select-for-labeling", named_by="model")
@@ -73,8 +73,9 @@ def select_for_labeling(
     production = fetch_production(model, store, Path(cache_dir), endpoint_url)
     # 2. score the pool, skip queued and training images, pick the batch; tasks.json + selection.csv -> the store;
     #    in one task, or in shards (monitor.shard_files) on the task runner monitor.dask_address names
-    job = ScoringJob(model, production.version, pool, store, overrides, batch, cache_dir, endpoint_url)
-    _, mon = labeling_settings(production.config, overrides)
+    settings = settings_for(production, overrides, LABELING)  # resolved once for every task and shard
+    job = ScoringJob(model, production.version, pool, store, settings, batch, cache_dir, endpoint_url)
+    mon = settings.monitor
     if mon.shard_files is None:
         selected = choose_batch(production, job)
     else:
@@ -98,8 +99,7 @@ def shortlist_shards(job: ScoringJob, classes: list[str], shard_files: int) -> t
     """
     # the images to skip are found here, where the version's training data is (not on a Dask worker)
     production = job.production()
-    _, mon = labeling_settings(production.config, job.overrides)
-    known = known_images(open_store(job.store, job.endpoint_url), production, mon)
+    known = known_images(open_store(job.store, job.endpoint_url), production, job.settings.monitor)
     shards = source_shards(job.source, classes, shard_files, job.endpoint_url)
     futures = [shortlist_shard.submit(job, refs, i, known.skip) for i, refs in enumerate(shards)]
     return known, [f.result() for f in futures]
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, help="images to select (default: the version's labeling.budget)")
     args = p.parse_args(argv)
     extra = {"labeling.budget": args.budget} if args.budget is not None else {}
-    overrides = overrides_or_exit(args.overrides, labeling_settings, **extra)
+    overrides = overrides_or_exit(args.overrides, LABELING, **extra)
     state = select_for_labeling(
         args.model, args.pool, args.store, None, overrides, args.cache_dir, args.endpoint_url, return_state=True
     )

@@ -10,10 +10,11 @@ from prefect.cache_policies import NO_CACHE
 from ml.config.run import RunConfig
 from ml.data.prepare import PreparedData
 from ml.evaluation.gate import Candidate, ChampionEval, GateReport, evaluate_gate
+from ml.evaluation.record import Evaluation
+from ml.evaluation.step import evaluate_step
 from ml.export.onnx import ExportResult
-from ml.export.steps import evaluate_step, export_step, latency_step, shipped_evaluation
+from ml.export.step import export_step, latency_step, shipped_evaluation
 from ml.registry.champion import challenge
-from ml.training.classifier import Evaluation
 from ml.training.loop import TrainResult
 from tasks.gpus import on_gpus
 from tasks.registry import STORE_RETRIES, open_registry

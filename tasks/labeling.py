@@ -10,14 +10,13 @@ from ml.labeling.batch import (
     KnownImages,
     LabelingBatch,
     finish_batch,
-    labeling_settings,
     merge_shortlists,
     select_batch,
     shortlist_of,
 )
 from ml.labeling.selection import Shortlist
 from ml.monitoring.log import ScoringJob
-from ml.monitoring.reference import Production
+from ml.monitoring.production import Production
 from ml.monitoring.scoring import ImageRef, referenced_images
 from ml.registry.storage import open_store
 from tasks.registry import STORE_RETRIES
@@ -26,17 +25,15 @@ from tasks.registry import STORE_RETRIES
 @task(name="choose-batch", cache_policy=NO_CACHE)
 def choose_batch(production: Production, job: ScoringJob) -> LabelingBatch:
     """Score the pool, skip known images, write tasks.json + selection.csv under labeling/<model>/<batch>/."""
-    lab, mon = labeling_settings(production.config, job.overrides)
-    store = open_store(job.store, job.endpoint_url)
+    lab, mon, store = job.settings.labeling, job.settings.monitor, open_store(job.store, job.endpoint_url)
     return _logged(select_batch(store, production, job.source, lab, mon, job.run, job.endpoint_url))
 
 
 @task(name="shortlist-shard", cache_policy=NO_CACHE, **STORE_RETRIES)
 def shortlist_shard(job: ScoringJob, refs: list[ImageRef], shard: int, skip: frozenset[str]) -> Shortlist:
     """One shard of a large pool, wherever the task runner puts it: its images' shortlist (known ones skipped)."""
-    production = job.production()
-    lab, mon = labeling_settings(production.config, job.overrides)
-    return shortlist_of(production, referenced_images(refs, job.endpoint_url), lab, mon, skip, seed_offset=shard)
+    lab, mon, images = job.settings.labeling, job.settings.monitor, referenced_images(refs, job.endpoint_url)
+    return shortlist_of(job.production(), images, lab, mon, skip, seed_offset=shard)
 
 
 @task(name="write-batch", cache_policy=NO_CACHE)
@@ -44,8 +41,7 @@ def write_shortlisted(
     production: Production, job: ScoringJob, shortlists: list[Shortlist], known: KnownImages, start: float
 ) -> LabelingBatch:
     """The shards' shortlists merged, the batch picked from them and written, as choose-batch does for one."""
-    lab, mon = labeling_settings(production.config, job.overrides)
-    store = open_store(job.store, job.endpoint_url)
+    lab, mon, store = job.settings.labeling, job.settings.monitor, open_store(job.store, job.endpoint_url)
     merged = merge_shortlists(shortlists, lab)
     selected = finish_batch(store, production, merged, job.source, lab, mon, job.run, known, start, job.endpoint_url)
     return _logged(selected)

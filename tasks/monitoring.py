@@ -26,11 +26,11 @@ from ml.monitoring.log import (
     check_window,
     claim_retrain,
     monitor_alerts,
-    monitor_settings,
     retrain_marker,
     score_into_log,
 )
-from ml.monitoring.reference import Production, ReferenceFiles, load_production, reference_for_run
+from ml.monitoring.production import Production, ProductionSettings, Scope, load_production, resolve_settings
+from ml.monitoring.reference import REFERENCES, ReferenceFiles
 from ml.monitoring.scoring import ImageItem, ImageRef, image_source, referenced_images
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
@@ -44,14 +44,13 @@ def run_name() -> str:
 
 
 @task(name="build-reference", cache_policy=NO_CACHE)
-def build_reference(
+def drift_reference(
     cfg: RunConfig, prepared: PreparedData, exported: ExportResult, run_dir: Path, threshold: float | None = None
 ) -> ReferenceFiles | None:
     """The validation images scored by the exported model (+ the embedding PCA): published with the version.
     Classifiers only: a segmenter gets no reference (None), so it is not drift-monitored."""
-    if cfg.model.task == "segment":
-        return None
-    return reference_for_run(cfg, prepared, Path(exported.path), run_dir / "reference", threshold)
+    build = REFERENCES(cfg.model.task)
+    return build(cfg, prepared, Path(exported.path), run_dir / "reference", threshold)
 
 
 @task(name="load-production", cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -59,8 +58,15 @@ def fetch_production(model: str, store: str, cache_dir: Path, endpoint_url: str 
     return load_production(Registry(open_store(store, endpoint_url)), model, cache_dir)
 
 
+@task(name="resolve-settings", cache_policy=NO_CACHE)
+def settings_for(production: Production, overrides: dict[str, Any], scope: Scope) -> ProductionSettings:
+    """The version's monitor, labeling and alerts settings with the run's overrides: resolved once, here, and
+    passed to every task and shard of the run."""
+    return resolve_settings(production.config, overrides, scope, production.version)
+
+
 @task(name="score-images", cache_policy=NO_CACHE)
-def score_images(production: Production, job: ScoringJob) -> LogWritten:
+def score_source(production: Production, job: ScoringJob) -> LogWritten:
     """Stream the source through the model into the prediction log; unreadable files become rows, not errors.
     A segmenter's rows are its pixel uncertainty, unsure pixels being those in the version's labeling band."""
     return _log_scores(production, image_source(job.source, production.classes, job.endpoint_url), job)
@@ -90,14 +96,14 @@ def _log_scores(
 @task(name="check-drift", cache_policy=NO_CACHE)
 def check_drift(
     production: Production,
+    settings: ProductionSettings,
     store: str,
-    overrides: dict[str, Any],
     labels: str | None,
     run: str,
     endpoint_url: str | None = None,
 ) -> MonitorCheck:
     """Evidently report of the window vs the reference (+ live metrics if labelled) -> report.html in the store."""
-    mon, _ = monitor_settings(production.config, overrides)
+    mon = settings.monitor
     truth = pd.read_csv(labels, dtype=str, keep_default_na=False) if labels else None
     return check_window(open_store(store, endpoint_url), production, mon, run, datetime.now(UTC), truth)
 
@@ -112,22 +118,21 @@ def publish_monitor_artifacts(check: MonitorCheck) -> None:
 
 
 @task(name="monitor-alerts", cache_policy=NO_CACHE)
-def send_monitor_alerts(check: MonitorCheck, production: Production, overrides: dict[str, Any]) -> list[str]:
+def send_monitor_alerts(check: MonitorCheck, settings: ProductionSettings) -> list[str]:
     """Drift or a live-metric drop -> Prefect event + webhook (tasks.alerts.dispatch); returns the events."""
-    _, alerts_cfg = monitor_settings(production.config, overrides)
     alerts = monitor_alerts(check, flow_run_url())
     for alert in alerts:
-        dispatch(alert, alerts_cfg)
+        dispatch(alert, settings.alerts)
     return [a.event for a in alerts]
 
 
 @task(name="trigger-retrain", cache_policy=NO_CACHE)
 def trigger_retrain(
-    check: MonitorCheck, production: Production, store: str, overrides: dict[str, Any], endpoint_url: str | None = None
+    check: MonitorCheck, settings: ProductionSettings, store: str, endpoint_url: str | None = None
 ) -> str | None:
     """On drift, with monitor.retrain_on_drift: start the retrain deployment (not waiting for it) unless one was
     started for this window today. Returns the new flow run's id, else None."""
-    mon, _ = monitor_settings(production.config, overrides)
+    mon = settings.monitor
     if not (check.drift.drifted and mon.retrain_on_drift):
         return None
     name = mon.retrain_deployment or f"retrain/{check.model}"

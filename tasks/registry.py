@@ -12,11 +12,12 @@ from prefect.states import State
 
 from ml.config.run import RunConfig
 from ml.evaluation.gate import GateReport
-from ml.export.steps import RunRecords
 from ml.labeling.batch import labels_from_batches
 from ml.monitoring.reference import ReferenceFiles
 from ml.registry.publish import Promotion, PublishResult, promote_if_passed, publish_version, run_files, run_metadata
-from ml.registry.storage import StoreUnreachable, is_refusal, open_store
+from ml.registry.records import RunRecords
+from ml.registry.storage import open_store
+from ml.registry.store import StoreUnreachable, is_refusal
 from ml.registry.versions import PRODUCTION, Registry
 from tasks.alerts import flow_run_url
 
@@ -65,11 +66,13 @@ def publish_model(
     cfg: RunConfig, records: RunRecords, report_md: Path, reference: ReferenceFiles | None = None
 ) -> PublishResult:
     """Upload the version, gate verdict included. A retry after a failed upload starts a new version; the
-    half-written one is never listed. `reference` (tasks.monitoring.build_reference) adds the drift reference."""
+    half-written one is never listed. `reference` (tasks.monitoring.drift_reference) adds the drift reference."""
     registry = open_registry(cfg)
     labels = labels_from_batches(registry.store, cfg.name, records.prepared)
     metadata = run_metadata(cfg, records, labels, run={"flow_run_id": flow_run.get_id(), "url": flow_run_url()})
-    return publish_version(registry, cfg, run_files(cfg, records, report_md, reference), metadata)
+    return publish_version(
+        registry, cfg, run_files(cfg, records, report_md, reference.files() if reference else None), metadata
+    )
 
 
 @task(name="promote", cache_policy=NO_CACHE)

@@ -10,9 +10,9 @@ from prefect.cache_policies import NO_CACHE
 
 from ml.config.run import RunConfig
 from ml.evaluation.gate import GateReport
-from ml.export.steps import RunRecords
+from ml.evaluation.record import Evaluation
+from ml.registry.records import RunRecords
 from ml.registry.report import gate_rows, metric_rows, run_markdown
-from ml.training.classifier import Evaluation
 
 
 @task(name="write-report", cache_policy=NO_CACHE)

@@ -10,8 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from ml.config.run import RunConfig
 from ml.data.prepare import PreparedData
-from ml.export.steps import train_step
 from ml.training.loop import TrainResult
+from ml.training.step import train_step
 from tasks.gpus import on_gpus
 
 

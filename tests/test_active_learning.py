@@ -33,19 +33,23 @@ from ml.data.prepare import prepare_dataset
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
+from ml.export.classifier import export_classifier
 from ml.export.onnx import open_session
-from ml.labeling.batch import labeling_settings, labels_from_batches, merge_shortlists, select_batch, training_digests
+from ml.export.segmenter import export_segmenter
+from ml.labeling.batch import labels_from_batches, merge_shortlists, select_batch, training_digests
 from ml.labeling.labelstudio import mask_to_rle, rle_to_mask
-from ml.labeling.scored_pool import PoolFiles, Segmenter, decode
+from ml.labeling.scored_pool import PoolFiles
 from ml.labeling.selection import Shortlist, k_center_greedy
 from ml.monitoring.log import read_window
-from ml.monitoring.reference import load_production, reference_for_run
+from ml.monitoring.production import LABELING, load_production, resolve_settings
+from ml.monitoring.reference import reference_for_run
+from ml.monitoring.rows import Segmenter, decode
 from ml.monitoring.uncertainty import class_uncertainty, pixel_uncertainty
 from ml.registry.publish import model_input, publish_version, version_metadata
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
-from ml.training.classifier import export_classifier, train_classifier
-from ml.training.segmenter import export_segmenter, train_segmenter
+from ml.training.classifier import train_classifier
+from ml.training.segmenter import train_segmenter
 from tests.conftest import tiny_overrides, tiny_seg_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
 from tests.test_profile import noise_png
@@ -375,7 +379,8 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
     pool = make_pages_dataset(tmp_path / "pages", segmenter.cfg.data.synthetic.model_copy(update={"seed": 5}))
     production, store = segmenter.production, f"file://{tmp_path / 'store'}"
     over = {"labeling.budget": 3, "labeling.measure": "uncertain_share", "labeling.strategy": "uncertainty"}
-    lab, mon = labeling_settings(production.config, over)
+    settings = resolve_settings(production.config, over, LABELING)
+    lab, mon = settings.labeling, settings.monitor
     batch = select_batch(open_store(store), production, str(pool / "images"), lab, mon, "b1")
     assert (batch.scored, batch.selected, batch.training_images) == (6, 3, 12)  # training: 6 pages + 6 masks
     tasks, config_xml, selection = _batch_files(store, batch.to_dict())
@@ -424,7 +429,8 @@ def test_segmenter_is_scored_into_the_prediction_log_and_not_drift_monitored(seg
 def test_labelled_images_back_in_the_data_change_the_fingerprint_and_count_per_batch(classifier, tmp_path):
     store = open_store(_store_copy(classifier, tmp_path))
     pool = _pool(classifier, "pool-loop", seed=9, per_class=4)
-    lab, mon = labeling_settings(classifier.production.config, {"labeling.strategy": "uncertainty"})
+    settings = resolve_settings(classifier.production.config, {"labeling.strategy": "uncertainty"}, LABELING)
+    lab, mon = settings.labeling, settings.monitor
     b1 = select_batch(store, classifier.production, str(pool), lab.model_copy(update={"budget": 5}), mon, "b1")
     b2 = select_batch(store, classifier.production, str(pool), lab.model_copy(update={"budget": 3}), mon, "b2")
     assert (b1.selected, b2.selected, b2.known) == (5, 3, 5)
@@ -458,7 +464,7 @@ def test_bad_settings_fail_before_any_work_with_the_rule(tmp_path, capsys):
         select_main(["--model", MODEL, "--pool", str(tmp_path), "--budget", "0"])
     assert exit_info.value.code == 2
     with pytest.raises(ValueError, match="only labeling"):
-        labeling_settings({}, {"train.epochs": 3})
+        resolve_settings({}, {"train.epochs": 3}, LABELING)
     with pytest.raises(ValidationError, match="uncertain_band"):
         LabelingConfig(uncertain_band=(0.8, 0.2))
     shortlist = Shortlist("uncertainty", "uncertain_share", budget=2)

@@ -22,7 +22,7 @@ from flows.monitor import monitor
 from flows.retrain import retrain
 from ml.config.production import AlertConfig
 from ml.config.run import RunConfig, load_config
-from ml.data.layouts import DatasetError
+from ml.data.errors import DatasetError
 from ml.evaluation.gate import ChampionEval, GateReport, RuleResult
 from ml.monitoring.alerts import (
     DATA_INVALID,
@@ -205,7 +205,6 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         "PREFECT_HOME": str(tmp_path / "server-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
-        "PYTHONPATH": str(ROOT),
     }
     env.pop("PREFECT_API_URL", None)
     prefect = str(Path(sys.executable).parent / "prefect")

@@ -66,7 +66,7 @@ def test_monitor_and_champion_metric_follow_the_task_unless_set():
 
 
 def test_a_data_root_of_ones_own_is_real_data(tmp_path):
-    from ml.data.layouts import DatasetError
+    from ml.data.errors import DatasetError
     from ml.data.prepare import load_frame
 
     assert load_config("demo").data.synthetic is not None  # the preset's own root: generated on first use

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from ml.config.data import DataConfig, GroupConfig, SyntheticConfig
 from ml.config.run import load_config
-from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
+from ml.data.errors import DatasetError
+from ml.data.layouts import class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits, derive_groups
 from ml.data.synthetic import make_shapes_dataset
 

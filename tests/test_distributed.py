@@ -9,9 +9,9 @@ import torch
 
 from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
-from ml.export.steps import train_step
+from ml.evaluation.classifier import evaluate_classifier
 from ml.training.checkpoint import load_checkpoint
-from ml.training.classifier import evaluate_classifier
+from ml.training.step import train_step
 from tests.conftest import tiny_overrides, tiny_seg_overrides
 from tests.test_map_head import map_cfg, write_blob_tiles
 

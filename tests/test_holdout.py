@@ -10,7 +10,7 @@ import pytest
 
 from ml.config.data import SyntheticConfig
 from ml.data.synthetic import make_shapes_dataset
-from ml.monitoring.reference import load_production
+from ml.monitoring.production import load_production
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
 from tests.conftest import tiny_overrides

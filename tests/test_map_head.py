@@ -14,10 +14,12 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ml.config.run import RunConfig, load_config
-from ml.data.layouts import DatasetError
+from ml.data.errors import DatasetError
 from ml.data.prepare import prepare_dataset
+from ml.evaluation.classifier import evaluate_classifier
+from ml.export.classifier import export_classifier
 from ml.export.onnx_eval import evaluate_on_split
-from ml.training.classifier import datasets, evaluate_classifier, export_classifier, train_classifier
+from ml.training.classifier import datasets, train_classifier
 from ml.training.datasets import CropDataset
 from ml.training.losses import MapLoss, SegLoss
 from ml.training.models import MapClassifier, build_model

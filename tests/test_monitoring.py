@@ -28,15 +28,17 @@ from ml.config.production import MonitorConfig
 from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
 from ml.data.synthetic import make_shapes_dataset
+from ml.export.classifier import export_classifier
 from ml.export.onnx_eval import evaluate_on_split
 from ml.monitoring.drift import attach_labels, detect_drift, live_metrics
-from ml.monitoring.log import monitor_settings, read_window, write_log
-from ml.monitoring.reference import PROJECTION_FILE, REFERENCE_FILE, load_production, reference_for_run
+from ml.monitoring.log import read_window, write_log
+from ml.monitoring.production import SCORING, load_production, resolve_settings
+from ml.monitoring.reference import PROJECTION_FILE, REFERENCE_FILE, reference_for_run
 from ml.monitoring.scoring import image_source, score_stream
 from ml.registry.publish import publish_version, version_metadata
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
-from ml.training.classifier import export_classifier, train_classifier
+from ml.training.classifier import train_classifier
 from tests.conftest import tiny_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
 from tests.test_alerts import receiver  # noqa: F401  (fixture)
@@ -299,13 +301,13 @@ def test_live_metrics_from_a_labels_csv_and_their_drop():
 
 def test_bad_settings_fail_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown column 'brightnes'"):
-        monitor_settings({}, {"monitor.columns": {"brightnes": {"threshold": 0.001}}})
+        resolve_settings({}, {"monitor.columns": {"brightnes": {"threshold": 0.001}}}, SCORING)
     with pytest.raises(ValueError, match="only monitor"):
-        monitor_settings({}, {"train.epochs": 3})
+        resolve_settings({}, {"train.epochs": 3}, SCORING)
     with pytest.raises(ValueError, match="set shard_files too"):
-        monitor_settings({}, {"monitor.dask_address": "tcp://scheduler:8786"})
+        resolve_settings({}, {"monitor.dask_address": "tcp://scheduler:8786"}, SCORING)
     with pytest.raises(ValueError, match="dask_address"):
-        monitor_settings({}, {"monitor.shard_files": 100, "monitor.dask_address": "scheduler:8786"})
+        resolve_settings({}, {"monitor.shard_files": 100, "monitor.dask_address": "scheduler:8786"}, SCORING)
     with pytest.raises(SystemExit) as exit_info:
         score_main(["--model", "demo", "--source", str(tmp_path), "--set", "monitor.batch_sise=8"])
     assert exit_info.value.code == 2

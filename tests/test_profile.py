@@ -12,7 +12,8 @@ from PIL import Image
 
 from ml.config.data import DataConfig, SyntheticConfig
 from ml.core.files import sha256_file
-from ml.data.layouts import DatasetError, index_dataset
+from ml.data.errors import DatasetError
+from ml.data.layouts import index_dataset
 from ml.data.masks import load_mask
 from ml.data.profile import profile_dataset
 from ml.data.synthetic import make_shapes_dataset

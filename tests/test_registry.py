@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from ml.core.files import sha256_bytes
-from ml.registry.storage import ConflictError, FileStore, ObjectNotFound, S3Store, open_store
+from ml.registry.file_store import FileStore
+from ml.registry.s3_store import S3Store
+from ml.registry.storage import open_store
+from ml.registry.store import ConflictError, ObjectNotFound
 from ml.registry.versions import PRODUCTION, AliasConflict, Registry, RegistryError, VersionNotFound
 from tests.s3_servers import S3Server, aws_env, moto_server, rclone_s3_server  # noqa: F401 (fixtures)
 
@@ -165,7 +168,7 @@ def test_a_file_lock_holder_that_dies_leaves_no_lock_behind(tmp_path: Path, monk
     )
     assert holder.stdout.readline().strip() == "locked"
     store = FileStore(tmp_path)
-    monkeypatch.setattr("ml.registry.storage.LOCK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("ml.registry.file_store.LOCK_TIMEOUT_S", 0.3)
     with pytest.raises(ConflictError, match="held for more than"), store._lock("alias.json"):  # alive: it holds it
         pass
     holder.kill()
@@ -175,7 +178,7 @@ def test_a_file_lock_holder_that_dies_leaves_no_lock_behind(tmp_path: Path, monk
 
 HOLD_LOCK = """
 import sys, time
-from ml.registry.storage import FileStore
+from ml.registry.file_store import FileStore
 with FileStore(sys.argv[1])._lock("alias.json"):
     print("locked", flush=True)
     time.sleep(600)

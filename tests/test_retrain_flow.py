@@ -51,7 +51,7 @@ def test_retrain_publishes_promotes_and_a_failed_gate_does_not(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "flows.retrain", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from ml.config.publishing import StorageConfig
-from ml.registry.storage import BucketNotFound, S3Store, StoreUnreachable, is_refusal, open_store, worst_case_wait_s
+from ml.registry.s3_store import S3Store, worst_case_wait_s
+from ml.registry.storage import open_store
+from ml.registry.store import BucketNotFound, StoreUnreachable, is_refusal
 from ml.registry.versions import PRODUCTION, Registry
 from tests.s3_servers import S3Server, SilentServer, StallingProxy, aws_env, moto_server  # noqa: F401 (fixtures)
 

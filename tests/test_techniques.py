@@ -19,15 +19,17 @@ from ml.config.run import load_config
 from ml.core.files import sha256_file
 from ml.core.metrics import predict
 from ml.data.prepare import prepare_dataset
+from ml.evaluation.classifier import evaluate_classifier
 from ml.evaluation.gate import Candidate, ChampionEval, evaluate_gate, quantization_rules
 from ml.evaluation.tta import FlipTTA
+from ml.export.classifier import export_classifier
 from ml.export.onnx import export_checked, open_session
 from ml.export.onnx_eval import evaluate_on_split, onnx_probs
 from ml.export.quantize import quantize_classifier, quantize_onnx
-from ml.export.steps import shipped_evaluation
+from ml.export.step import shipped_evaluation
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
-from ml.training.classifier import evaluate_classifier, export_classifier, train_classifier
+from ml.training.classifier import train_classifier
 from ml.training.losses import FocalLoss
 from ml.training.mixup import MixUp
 from tests.conftest import tiny_overrides

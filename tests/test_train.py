@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+import ml.training.budget
 import ml.training.loop
 from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
-from ml.export.steps import train_step
+from ml.training.budget import fit_schedule_to_budget
 from ml.training.checkpoint import load_checkpoint
 from ml.training.classifier import datasets
-from ml.training.loop import class_weights, fit, fit_schedule_to_budget
+from ml.training.loop import fit
+from ml.training.samplers import class_weights
+from ml.training.step import train_step
 from tests.conftest import tiny_overrides
 
 
@@ -130,7 +133,8 @@ def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_sched
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
     train_ds, val_ds = datasets(cfg, prepared)
     clock = Ticking(train_ds)  # an epoch takes len(train_ds) seconds
-    monkeypatch.setattr(ml.training.loop, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    for module in (ml.training.loop, ml.training.budget):
+        monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
 
     def budget(epochs: float):
         minutes = epochs * len(clock) / 60

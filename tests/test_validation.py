@@ -22,7 +22,7 @@ from flows.validate_data import validate_data_flow
 from ml.config.data import ExpectConfig
 from ml.config.run import RunConfig, load_config
 from ml.data.validation import EXPECTATIONS, ValidationReport, suite_parameters, validate_dataset
-from ml.training.loop import weighted_sampler
+from ml.training.samplers import weighted_sampler
 from tests.conftest import tiny_overrides
 from tests.test_profile import mask_png, noise_png
 
@@ -299,7 +299,7 @@ def test_cli_exits_nonzero_naming_the_file(tmp_path: Path) -> None:
     bad = root / "b" / "notes.png"
     bad.write_text("not an image")
     args = [f"--set={k}={v}" for k, v in tiny_overrides(tmp_path).items() if k.startswith(("data.", "storage."))]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     out = subprocess.run([sys.executable, "-m", "flows.validate_data", "--preset", "demo", *args], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
 from flows.cli.args import add_set, add_store, doc_parser
 from ml.config.run import parse_override
-from ml.monitoring.log import monitor_settings
-from ml.monitoring.reference import PRODUCTION_CACHE
+from ml.monitoring.production import PRODUCTION_CACHE, SCORING, Scope, resolve_settings
 
 
 def parser(doc: str | None, sections: str = "monitor.* or alerts.*") -> argparse.ArgumentParser:
@@ -27,12 +25,12 @@ def parser(doc: str | None, sections: str = "monitor.* or alerts.*") -> argparse
     return p
 
 
-def overrides_or_exit(items: list[str], settings: Callable = monitor_settings, **extra: Any) -> dict[str, Any]:
-    """Parse --set items and validate them with `settings` against the defaults before any work (exit 2 when
-    invalid); `settings(version_config, overrides)` is ml.monitoring.log.monitor_settings or ml.labeling.batch's."""
+def overrides_or_exit(items: list[str], scope: Scope = SCORING, **extra: Any) -> dict[str, Any]:
+    """Parse --set items and validate them against the defaults of `scope`'s sections before any work (exit 2
+    when invalid): ml.monitoring.production.resolve_settings on an empty version config."""
     try:
         overrides = {**dict(parse_override(o) for o in items), **extra}
-        settings({}, overrides)
+        resolve_settings({}, overrides, scope)
     except (ValidationError, ValueError) as err:
         print(f"invalid settings:\n{err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -20,6 +20,8 @@ from PIL import Image
 
 from ml.config.data import DataConfig
 from ml.core.files import sha256_file
+from ml.data.errors import DatasetError
+from ml.data.masks import DEFAULT_LABEL, MASK_EXT, MASKS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 NOT_CLASSES = {"masks"}  # masks live beside classification images, they are never a class
@@ -27,23 +29,17 @@ SPLITS = ("train", "val", "test")  # a pre-split tree needs train/ and val/; tes
 COLUMNS = ["path", "row", "label", "group", "split"]
 
 
-class DatasetError(ValueError):
-    """The data on disk breaks a layout rule; the message names the file/folder and the rule."""
-
-
 def index_dataset(cfg: DataConfig) -> pd.DataFrame:
     """One row per sample, sorted by (class order, path, row); `group` defaults to a unique id per sample."""
     root = Path(cfg.root).absolute()
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist or is not a folder")
-    from ml.data.masks import attach_masks, index_image_mask  # masks.py builds on this module
-
     if cfg.layout == "class_folders":
-        frame = attach_masks(_class_folders(root, cfg), root)
+        frame = _attach_masks(_class_folders(root, cfg), root)
     elif cfg.layout == "npy_per_class":
         frame = _npy_per_class(root, cfg)
     elif cfg.layout == "image_mask":
-        frame = index_image_mask(root, cfg)
+        frame = _index_image_mask(root, cfg)
     else:
         frame = _manifest(root, cfg)
     order = {c: i for i, c in enumerate(class_names(frame, cfg))}
@@ -243,3 +239,30 @@ def to_array(img: Image.Image, channels: int) -> np.ndarray:
         img = Image.alpha_composite(white, img)
     out = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return np.ascontiguousarray(out[..., None] if channels == 1 else out)
+
+
+def _mask_for(paths: pd.Series, root: Path) -> list[str]:
+    folder = root / MASKS
+    found = {f.stem: str(f) for f in folder.iterdir() if f.suffix.lower() == MASK_EXT} if folder.is_dir() else {}
+    return [found.get(Path(p).stem, "") for p in paths]
+
+
+def _attach_masks(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """Class folders with a <root>/masks/ folder get a `mask` column; without one the frame is unchanged."""
+    if not (root / MASKS).is_dir():
+        return frame
+    return frame.assign(mask=_mask_for(frame["path"], root))
+
+
+def _index_image_mask(root: Path, cfg: DataConfig) -> pd.DataFrame:
+    """One row per <root>/images/ file, `mask` = <root>/masks/<stem>.png or "" (validation reports it missing)."""
+    rule = "image_mask expects <root>/images/<id>.png|jpg|jpeg and <root>/masks/<id>.png"
+    if cfg.classes is not None and len(cfg.classes) != 1:
+        raise DatasetError(f"{root}: image_mask has one foreground class, data.classes={cfg.classes} ({rule})")
+    folder = root / "images"
+    files = [str(f) for f in _images(folder)] if folder.is_dir() else []
+    if not files:
+        raise DatasetError(f"{folder}: no .png/.jpg/.jpeg images ({rule})")
+    label = cfg.classes[0] if cfg.classes else DEFAULT_LABEL
+    frame = _rows(files, [label] * len(files), root)
+    return frame.assign(mask=_mask_for(frame["path"], root))

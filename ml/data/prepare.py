@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from ml.config.data import DataConfig
-from ml.data.layouts import DatasetError, class_names, dataset_fingerprint, index_dataset, load_image
+from ml.data.errors import DatasetError
+from ml.data.layouts import class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset

@@ -16,7 +16,8 @@ import re
 import pandas as pd
 
 from ml.config.data import DataConfig, GroupConfig
-from ml.data.layouts import SPLITS, DatasetError
+from ml.data.errors import DatasetError
+from ml.data.layouts import SPLITS
 
 TILE_NAME = re.compile(r"^(?P<type>.+)_exp(?P<exp>\d+)_num_(?P<num>\d+)$")
 

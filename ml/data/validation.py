@@ -29,7 +29,8 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from ml.config.data import ExpectConfig
 from ml.config.run import RunConfig
 from ml.core.files import PROJECT_ROOT
-from ml.data.layouts import DatasetError, class_names
+from ml.data.errors import DatasetError
+from ml.data.layouts import class_names
 from ml.data.prepare import PreparedData, load_frame, split_frame, write_prepared
 from ml.data.profile import Profile, profile_dataset
 
@@ -58,7 +59,7 @@ class DataValidationError(DatasetError):
 
 
 @dataclass
-class RuleResult:
+class ExpectationResult:
     rule: str
     expectation: str
     threshold: str
@@ -73,7 +74,7 @@ class ValidationReport:
     model: str
     kind: str  # classification | segmentation
     root: str
-    rules: list[RuleResult]
+    rules: list[ExpectationResult]
     classes: list[dict[str, Any]] = field(default_factory=list)  # label, train, val, total, share
     stats: dict[str, Any] = field(default_factory=dict)
     quarantined: list[str] = field(default_factory=list)  # "file: error"
@@ -83,7 +84,7 @@ class ValidationReport:
     def passed(self) -> bool:
         return all(r.status != "failed" for r in self.rules)
 
-    def failures(self) -> list[RuleResult]:
+    def failures(self) -> list[ExpectationResult]:
         return [r for r in self.rules if r.status == "failed"]
 
     def markdown(self) -> str:
@@ -212,14 +213,16 @@ def _offending(exp: dict[str, Any], result: dict[str, Any], frame: pd.DataFrame)
     return [int(i) for i in result.get("unexpected_index_list") or []]
 
 
-def _rule_result(exp: dict[str, Any], res: Any, frame: pd.DataFrame, params: dict[str, Any], what: str) -> RuleResult:
+def _expectation_result(
+    exp: dict[str, Any], res: Any, frame: pd.DataFrame, params: dict[str, Any], what: str
+) -> ExpectationResult:
     meta, result = exp.get("meta", {}), res.result or {}
     base = {"rule": meta.get("rule", exp["type"]), "expectation": _expectation(exp)}
     base["threshold"] = _threshold(exp["kwargs"], params)
     info = res.exception_info or {}
     raised = [i for i in [info, *info.values()] if isinstance(i, dict) and i.get("raised_exception")]
     if raised:  # GX nests errors by metric
-        return RuleResult(**base, observed=f"GX error: {raised[0].get('exception_message')}", status="failed")
+        return ExpectationResult(**base, observed=f"GX error: {raised[0].get('exception_message')}", status="failed")
     observed = result.get("observed_value")
     if observed is None:
         observed = f"{result.get('unexpected_count', 0)} of {result.get('element_count', len(frame))} {what} break it"
@@ -230,17 +233,19 @@ def _rule_result(exp: dict[str, Any], res: Any, frame: pd.DataFrame, params: dic
     describe = DETAILS[meta["detail"]] if meta.get("detail") else (lambda r: "")
     shown = [f"{frame.at[i, 'file']}: {describe(frame.loc[i])}" for i in rows[:SHOWN]]
     status = "passed" if res.success else "failed"
-    return RuleResult(**base, observed=str(observed), status=status, count=len(rows), offending=shown)
+    return ExpectationResult(**base, observed=str(observed), status=status, count=len(rows), offending=shown)
 
 
-def run_suite(kind: str, samples: pd.DataFrame, classes: pd.DataFrame, params: dict[str, Any]) -> list[RuleResult]:
+def run_suite(
+    kind: str, samples: pd.DataFrame, classes: pd.DataFrame, params: dict[str, Any]
+) -> list[ExpectationResult]:
     """Every rule of expectations/<kind>.json, in file order: passed, failed (with its files) or skipped."""
     spec = json.loads((EXPECTATIONS / f"{kind}.json").read_text())
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("profile")
     frames = {"samples": (samples.reset_index(drop=True), "images"), "classes": (classes, "classes")}
-    out: dict[int, RuleResult] = {}
+    out: dict[int, ExpectationResult] = {}
     for name, (frame, what) in frames.items():
         todo = {}
         for i, exp in enumerate(spec["expectations"]):
@@ -249,7 +254,7 @@ def run_suite(kind: str, samples: pd.DataFrame, classes: pd.DataFrame, params: d
             reason = _skip_reason(exp, frame, params)
             if reason:
                 threshold = _threshold(exp["kwargs"], params)
-                out[i] = RuleResult(exp["meta"]["rule"], _expectation(exp), threshold, reason, "skipped")
+                out[i] = ExpectationResult(exp["meta"]["rule"], _expectation(exp), threshold, reason, "skipped")
             else:
                 todo[exp["meta"]["rule"]] = (i, exp)
         if not todo:
@@ -260,7 +265,7 @@ def run_suite(kind: str, samples: pd.DataFrame, classes: pd.DataFrame, params: d
         validation = batch.validate(suite, expectation_parameters=params, result_format={"result_format": "COMPLETE"})
         for res in validation.results:
             i, exp = todo[res.expectation_config.meta["rule"]]
-            out[i] = _rule_result(exp, res, frame, params, what)
+            out[i] = _expectation_result(exp, res, frame, params, what)
     return [out[i] for i in sorted(out)]
 
 
@@ -302,10 +307,10 @@ def summary_stats(samples: pd.DataFrame, prof: Profile) -> dict[str, Any]:
     return stats
 
 
-def _layout_failure(err: DatasetError, layout: str) -> RuleResult:
+def _layout_failure(err: DatasetError, layout: str) -> ExpectationResult:
     msg = str(err)
-    return RuleResult("dataset layout and split", "index_dataset / assign_splits", f"data.layout = {layout}", msg,
-                      "failed", 1, [msg])  # fmt: skip
+    rule, where = "dataset layout and split", "index_dataset / assign_splits"
+    return ExpectationResult(rule, where, f"data.layout = {layout}", msg, "failed", 1, [msg])
 
 
 def validate_dataset(cfg: RunConfig, out_dir: Path, workers: int | None = None) -> ValidationReport:

@@ -19,8 +19,9 @@ import onnxruntime as ort
 from ml.config.run import RunConfig
 from ml.core.metrics import classification_metrics
 from ml.data.prepare import PreparedData
+from ml.evaluation.classifier import decided_on_split
 from ml.export.onnx import IncompatibleModel, open_session
-from ml.training.classifier import decided_on_split, load_split
+from ml.training.classifier import load_split
 
 
 def to_input(images: np.ndarray) -> np.ndarray:

@@ -1,13 +1,14 @@
 """A labeling batch: score a pool with the production model, pick K (ml.labeling.selection), hand them to Label Studio.
 
-    lab, mon = labeling_settings(production.config, {"labeling.strategy": "balanced"})
-    batch = select_batch(store, production, "incoming/", lab, mon, "20261123T020000Z-1a2b3c4d")
+    settings = resolve_settings(production.config, {"labeling.strategy": "balanced"}, LABELING)
+    batch = select_batch(store, production, "incoming/", settings.labeling, settings.monitor, "20261123T020000Z-1a2b")
     # a large pool in shards (flows.select_for_labeling): shortlist_of per shard, merge_shortlists, finish_batch
     labels_from_batches(store, "demo", prepared)     # {batch: images of this dataset it supplied}
 
 Layout in the store:
     labeling/<model>/<batch>/tasks.json         Label Studio import (ml.labeling.labelstudio), the model's guess
-    attached labeling/<model>/<batch>/label_config.xml   the labeling config whose names and labels the tasks use
+                                                attached
+    labeling/<model>/<batch>/label_config.xml   the labeling config whose names and labels the tasks use
     labeling/<model>/<batch>/selection.csv      rank, path, sha256, uncertainty, measure, predicted, confidence,
                                                 strategy
 selection.csv is written last: a batch exists once it does, so a crash never leaves a half-written batch that
@@ -35,30 +36,19 @@ import numpy as np
 import pandas as pd
 
 from ml.config.production import LabelingConfig, MonitorConfig
-from ml.config.run import apply_overrides
 from ml.core.files import sha256_file
 from ml.core.tiling import onnx_predictor
 from ml.data.prepare import PreparedData
 from ml.export.onnx import open_session
 from ml.labeling.labelstudio import brush_result, choices_result, label_config, labelstudio_task
-from ml.labeling.scored_pool import PoolFiles, Segmenter, decode, scored_items, thumbnail
+from ml.labeling.scored_pool import PoolFiles, scored_items, thumbnail
 from ml.labeling.selection import Shortlist
-from ml.monitoring.reference import Production
+from ml.monitoring.production import Production
+from ml.monitoring.rows import Segmenter, decode
 from ml.monitoring.scoring import ImageItem, image_source, local_images
-from ml.registry.storage import ArtifactStore
+from ml.registry.store import ArtifactStore
 
 SELECTION_FILE, TASKS_FILE, CONFIG_FILE = "selection.csv", "tasks.json", "label_config.xml"
-
-
-def labeling_settings(
-    version_config: dict[str, Any], overrides: dict[str, Any]
-) -> tuple[LabelingConfig, MonitorConfig]:
-    """The version's `labeling` and `monitor` (scoring: batch_size, workers) sections with overrides applied."""
-    saved = {"labeling": version_config.get("labeling", {}), "monitor": version_config.get("monitor", {})}
-    merged = apply_overrides(saved, overrides)
-    if unknown := sorted(set(merged) - set(saved)):
-        raise ValueError(f"overrides {unknown}: only labeling.* and monitor.* apply to selecting for labeling")
-    return LabelingConfig.model_validate(merged["labeling"]), MonitorConfig.model_validate(merged["monitor"])
 
 
 def batch_prefix(model: str, batch: str) -> str:
@@ -250,9 +240,11 @@ def write_batch(
     """tasks.json and label_config.xml, then selection.csv (the commit point); their URLs and the shown rows."""
     prefix = batch_prefix(production.model, batch)
     made = _tasks(production, chosen, files, lab, workers, batch)
-    kind, control = ("segment", lab.brush_name) if production.is_segmenter else ("classify", lab.choices_name)
+    control = lab.brush_name if production.kind == "segment" else lab.choices_name
     store.put_bytes(prefix + TASKS_FILE, json.dumps([task for task, _ in made], indent=1).encode())
-    store.put_bytes(prefix + CONFIG_FILE, label_config(kind, production.classes, lab.image_name, control).encode())
+    store.put_bytes(
+        prefix + CONFIG_FILE, label_config(production.kind, production.classes, lab.image_name, control).encode()
+    )
     selection = pd.DataFrame(
         {
             "rank": chosen["rank"],
@@ -276,7 +268,7 @@ def _tasks(
     production: Production, chosen: pd.DataFrame, files: PoolFiles, lab: LabelingConfig, workers: int, batch: str
 ) -> list[tuple[dict[str, Any], str]]:
     """Each chosen image's Label Studio task, the model's guess attached, and its thumbnail (base64 PNG)."""
-    seg = Segmenter.of(production) if production.is_segmenter else None
+    seg = Segmenter.of(production) if production.kind == "segment" else None
     predict = onnx_predictor(open_session(Path(production.onnx))) if seg else None
 
     def one(row: Any) -> tuple[dict[str, Any], str]:

@@ -17,106 +17,24 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import boto3
-import cv2
 import numpy as np
 import pandas as pd
 from botocore.config import Config
 from PIL import Image
 
-from ml.config.evaluation import EvalConfig
 from ml.config.production import LabelingConfig, MonitorConfig
 from ml.core.files import sha256_bytes
-from ml.core.tiling import Predict, onnx_predictor, predict_tiled
-from ml.data.layouts import to_array
-from ml.data.profile import DECODE_ERRORS
-from ml.export.onnx import open_session
-from ml.monitoring.reference import Production
-from ml.monitoring.scoring import ImageItem, embedding_columns, score_stream
-from ml.monitoring.uncertainty import pixel_uncertainty
-from ml.training.datasets import to_chw
+from ml.core.kinds import KindRegistry
+from ml.monitoring.production import Production
+from ml.monitoring.rows import Segmenter, segment_stream
+from ml.monitoring.scoring import ImageItem, score_stream
 
-THUMBNAIL_PX, DESCRIPTOR_PX = 64, 8
-
-
-def decode(data: bytes, channels: int) -> np.ndarray:
-    """H x W x C uint8, converted as training converts (ml.data.layouts.to_array)."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return to_array(im, channels)
-
-
-@dataclass(frozen=True)
-class Segmenter:
-    """A production segmenter run whole-image by overlapping tiles, with its version's eval settings."""
-
-    production: Production
-    tile: int
-    overlap: float
-    batch: int
-    threshold: float
-
-    @classmethod
-    def of(cls, production: Production) -> Segmenter:
-        ev = EvalConfig.model_validate(production.config.get("eval", {}))
-        tile = ev.tile or int(production.config.get("data", {}).get("crop_size", 512))
-        return cls(production, tile, ev.overlap, ev.batch, ev.threshold)
-
-    def foreground(self, img: np.ndarray, predict: Predict) -> np.ndarray:
-        """H x W foreground probabilities of an H x W x C uint8 image."""
-        logits = predict_tiled(to_chw(img), predict, self.tile, self.overlap, self.batch)[0]
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
-
-
-def descriptor(img: np.ndarray) -> dict[str, float]:
-    """The 8 x 8 grey thumbnail (0-1) as emb_00.. columns: a segmenter's stand-in for embeddings."""
-    grey = img[..., 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(grey, (DESCRIPTOR_PX, DESCRIPTOR_PX), interpolation=cv2.INTER_AREA).ravel() / 255.0
-    return dict(zip(embedding_columns(small.size), small.tolist(), strict=True))
-
-
-def segment_stream(
-    seg: Segmenter, items: Iterable[ImageItem], band: tuple[float, float], batch_size: int, workers: int
-) -> Iterator[pd.DataFrame]:
-    """One frame per `batch_size` images: pixel uncertainty, size, descriptor, sha256; bad files are rows."""
-    predict, label = onnx_predictor(open_session(Path(seg.production.onnx))), seg.production.classes[0]
-
-    def row(item: ImageItem) -> dict[str, Any]:
-        out = {"file": item.file, "label": item.label, "readable": False, "error": "", "sha256": "", "pred": ""}
-        try:
-            data = item.read()
-        except (OSError, KeyError) as e:
-            return out | {"error": f"cannot read ({e})"}
-        out["sha256"] = sha256_bytes(data)
-        try:
-            img = decode(data, seg.production.channels)
-        except DECODE_ERRORS as e:
-            return out | {"error": f"cannot decode ({e})"}
-        scores = pixel_uncertainty(seg.foreground(img, predict), band)
-        size = {"width": float(img.shape[1]), "height": float(img.shape[0])}
-        return out | {"readable": True, "pred": label, **size, **scores, **descriptor(img)}
-
-    it = iter(items)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        while chunk := [item for _, item in zip(range(batch_size), it, strict=False)]:
-            yield pd.DataFrame(list(pool.map(row, chunk)))
-
-
-def prediction_rows(
-    production: Production, items: Iterable[ImageItem], band: tuple[float, float], batch_size: int, workers: int
-) -> Iterator[pd.DataFrame]:
-    """What flows.score logs for any production model: a classifier's ml.monitoring.scoring columns, or a segmenter's
-    pixel uncertainty (unsure pixels: foreground probability inside `band`), size and thumbnail descriptor."""
-    if production.is_segmenter:
-        return segment_stream(Segmenter.of(production), items, band, batch_size, workers)
-    return score_stream(production.classifier(), items, batch_size, workers)
+THUMBNAIL_PX = 64
 
 
 def _hashing(items: Iterable[ImageItem], digests: dict[str, str]) -> Iterator[ImageItem]:
@@ -131,17 +49,32 @@ def _hashing(items: Iterable[ImageItem], digests: dict[str, str]) -> Iterator[Im
         yield ImageItem(item.file, read, item.label)
 
 
+def _classifier_items(
+    production: Production, items: Iterable[ImageItem], lab: LabelingConfig, mon: MonitorConfig
+) -> Iterator[pd.DataFrame]:
+    digests: dict[str, str] = {}
+    for frame in score_stream(production.classifier(), _hashing(items, digests), mon.batch_size, mon.workers):
+        yield frame.assign(sha256=[digests.pop(f, "") for f in frame["file"]])
+
+
+def _segmenter_items(
+    production: Production, items: Iterable[ImageItem], lab: LabelingConfig, mon: MonitorConfig
+) -> Iterator[pd.DataFrame]:
+    return segment_stream(Segmenter.of(production), items, lab.uncertain_band, mon.batch_size, mon.workers)
+
+
+PoolScorer = Callable[[Production, Iterable[ImageItem], LabelingConfig, MonitorConfig], Iterator[pd.DataFrame]]
+POOL_SCORERS: KindRegistry[PoolScorer] = KindRegistry(
+    "pool scoring", classify=_classifier_items, segment=_segmenter_items
+)
+
+
 def scored_items(
     production: Production, items: Iterable[ImageItem], lab: LabelingConfig, mon: MonitorConfig
 ) -> Iterator[pd.DataFrame]:
     """Pool images' rows, batch by batch: ml.monitoring.scoring columns (+ uncertain_share for segmenters) and
     sha256."""
-    if production.is_segmenter:
-        yield from segment_stream(Segmenter.of(production), items, lab.uncertain_band, mon.batch_size, mon.workers)
-        return
-    digests: dict[str, str] = {}
-    for frame in score_stream(production.classifier(), _hashing(items, digests), mon.batch_size, mon.workers):
-        yield frame.assign(sha256=[digests.pop(f, "") for f in frame["file"]])
+    return POOL_SCORERS(production.kind)(production, items, lab, mon)
 
 
 class PoolFiles:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ml.config.production import AlertConfig
-from ml.data.layouts import DatasetError
+from ml.data.errors import DatasetError
 from ml.evaluation.gate import ChampionEval, GateReport, RuleResult, regressions
 
 log = logging.getLogger(__name__)

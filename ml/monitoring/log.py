@@ -1,8 +1,8 @@
 """The monitor's side of the store: the prediction log, the window check, its report, alerts and retrain marker.
 
     written = write_log(store, "demo", version, run, "incoming/", score_stream(model, items), chunk_rows=10_000)
-    mon, alerts = monitor_settings(production.config, {"monitor.window": "1d"})
-    check = check_window(store, production, mon, run, datetime.now(UTC))   # report.html + summary.json saved
+    settings = resolve_settings(production.config, {"monitor.window": "1d"}, SCORING)
+    check = check_window(store, production, settings.monitor, run, datetime.now(UTC))  # report.html, summary.json
     monitor_alerts(check, run_url)                                          # -> MonitorAlert list
     (ml.monitoring.alerts)
 
@@ -26,14 +26,14 @@ from typing import Any
 
 import pandas as pd
 
-from ml.config.production import AlertConfig, LabelingConfig, MonitorConfig
-from ml.config.run import apply_overrides
-from ml.labeling.scored_pool import prediction_rows
+from ml.config.production import MonitorConfig
 from ml.monitoring.alerts import Alert
 from ml.monitoring.drift import DriftResult, LiveMetrics, attach_labels, detect_drift, drift_report, live_metrics
-from ml.monitoring.reference import Production, load_version
+from ml.monitoring.production import Production, ProductionSettings, load_version
+from ml.monitoring.rows import prediction_rows
 from ml.monitoring.scoring import ImageItem
-from ml.registry.storage import ArtifactStore, ConflictError, open_store
+from ml.registry.storage import open_store
+from ml.registry.store import ArtifactStore, ConflictError
 from ml.registry.versions import Registry
 
 DRIFT_DETECTED = "visionflow.drift.detected"
@@ -68,7 +68,7 @@ class ScoringJob:
     version: str
     source: str
     store: str
-    overrides: dict[str, Any]
+    settings: ProductionSettings  # resolved once by the flow
     run: str
     cache_dir: str  # where a shard's machine downloads the version (once)
     endpoint_url: str | None = None
@@ -127,8 +127,7 @@ def score_into_log(
 ) -> LogWritten:
     """Score `items` with the production version at the job's monitor settings (segmenters: their labeling band
     too) and append the rows to the prediction log (write_log)."""
-    mon, _ = monitor_settings(production.config, job.overrides)
-    band = LabelingConfig.model_validate(production.config.get("labeling", {})).uncertain_band
+    mon, band = job.settings.monitor, job.settings.labeling.uncertain_band
     frames = prediction_rows(production, items, band, mon.batch_size, mon.workers)
     log = open_store(job.store, job.endpoint_url)
     return write_log(log, job.model, production.version, job.run, job.source, frames, mon.chunk_rows, shard)
@@ -137,15 +136,6 @@ def score_into_log(
 def parse_window(text: str) -> timedelta:
     """'7d' -> 7 days, '12h' -> 12 hours (the MonitorConfig.window syntax)."""
     return timedelta(hours=int(text[:-1])) if text.endswith("h") else timedelta(days=int(text[:-1]))
-
-
-def monitor_settings(version_config: dict[str, Any], overrides: dict[str, Any]) -> tuple[MonitorConfig, AlertConfig]:
-    """The version's saved `monitor` section with `monitor.*` / `alerts.*` overrides (pydantic-validated)."""
-    saved = {"monitor": version_config.get("monitor", {}), "alerts": version_config.get("alerts", {})}
-    merged = apply_overrides(saved, overrides)
-    if unknown := sorted(set(merged) - {"monitor", "alerts"}):
-        raise ValueError(f"overrides {unknown}: only monitor.* and alerts.* apply to scoring and monitoring")
-    return MonitorConfig.model_validate(merged["monitor"]), AlertConfig.model_validate(merged["alerts"])
 
 
 def read_window(store: ArtifactStore, model: str, since: datetime) -> pd.DataFrame:
@@ -257,7 +247,7 @@ def check_window(
     if production.reference is None:
         why = (
             "segmenters (model.task=segment) are scored and picked for labeling, not drift-monitored"
-            if production.is_segmenter
+            if production.kind == "segment"
             else "it was published before drift monitoring existed; retrain to create one"
         )
         raise ValueError(f"{production.model} {production.version} has no reference.parquet: {why}")

@@ -12,27 +12,24 @@ are both out-of-sample for the projection; the projection (mean + components) is
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from ml.config.run import RunConfig
-from ml.core.files import sha256_file
+from ml.core.kinds import KindRegistry
 from ml.data.layouts import load_image
 from ml.data.prepare import PreparedData
-from ml.export.onnx import IncompatibleModel
 from ml.monitoring.scoring import ImageItem, OnnxClassifier, Projection, score_stream
-from ml.registry.versions import MODEL_FILE, PRODUCTION, Registry, RegistryError
 
 REFERENCE_FILE = "reference.parquet"
 PROJECTION_FILE = "projection.npz"
 MAX_FIT_ROWS = 2000  # training images the PCA is fitted on (a seeded sample beyond that)
-PRODUCTION_CACHE = Path(".visionflow/cache/production")  # downloaded production versions, one folder each
 
 
 @dataclass
@@ -116,78 +113,12 @@ def reference_for_run(
     return build_reference(model, split_items(val, ch), split_items(train, ch), cfg.monitor.embedding_dims, out_dir)
 
 
-@dataclass
-class Production:
-    """The production version of a model, downloaded: what scoring and monitoring need."""
-
-    model: str
-    version: str
-    onnx: str
-    projection: str | None
-    reference: str | None  # None: published before drift monitoring existed
-    classes: list[str]
-    image_size: int | None  # None: a segmenter (any size, tiled)
-    channels: int
-    metrics: dict[str, Any]  # the version's validation metrics
-    config: dict[str, Any]  # the version's resolved RunConfig (as saved)
-    threshold: float | None = None  # a binary model's decision threshold (eval.decision); None: argmax
-
-    @property
-    def is_segmenter(self) -> bool:
-        return self.config.get("model", {}).get("task") == "segment"
-
-    def classifier(self, threads: int = 0) -> OnnxClassifier:
-        if self.image_size is None:
-            raise IncompatibleModel(
-                f"{self.model} {self.version} is a segmenter (model.task=segment), not a classifier: "
-                "score it with ml.labeling.scored_pool.prediction_rows"
-            )
-        projection = Projection.load(Path(self.projection)) if self.projection else None
-        return OnnxClassifier(
-            Path(self.onnx), self.classes, self.image_size, self.channels, projection, threads, self.threshold
-        )
+def _no_reference(
+    cfg: RunConfig, prepared: PreparedData, onnx_path: Path, out_dir: Path, threshold: float | None = None
+) -> None:
+    """Segmenters are scored and picked for labeling, not drift-monitored: no reference."""
+    return None
 
 
-def _fetch(registry: Registry, model: str, version: str, name: str, dest: Path, sha256: str | None = None) -> Path:
-    """A version file, downloaded once into dest (versions are immutable); model.onnx is checked by sha256."""
-    if not dest.is_file() or (sha256 and sha256_file(dest) != sha256):
-        registry.fetch(model, version, name, dest)
-    if sha256 and sha256_file(dest) != sha256:
-        raise RegistryError(f"{registry.version_uri(model, version)}/{name} does not match its sha256 {sha256}")
-    return dest
-
-
-def load_production(registry: Registry, model: str, cache_dir: Path) -> Production:
-    """Download the production version's model, projection and reference into cache_dir/<model>/<version>/."""
-    alias = registry.get_alias(model, PRODUCTION)
-    if alias is None:
-        versions = len(registry.versions(model))
-        why = f"{versions} version(s), none promoted: no gate has passed yet" if versions else "no versions at all"
-        raise RegistryError(f"model {model!r} has no {PRODUCTION} version in {registry.store.url()} ({why})")
-    return load_version(registry, model, alias["version"], cache_dir)
-
-
-def load_version(registry: Registry, model: str, version: str, cache_dir: Path) -> Production:
-    """One version's model, projection and reference, downloaded (sha256-checked) into cache_dir/<model>/<version>/
-    once: a scoring shard on another machine loads exactly the version its flow started with."""
-    meta = registry.metadata(model, version)
-    folder = cache_dir / model / version
-
-    def optional(name: str) -> str | None:
-        return str(_fetch(registry, model, version, name, folder / name)) if name in meta["files"] else None
-
-    onnx = _fetch(registry, model, version, MODEL_FILE, folder / MODEL_FILE, meta["onnx_sha256"])
-    size = meta["input"]
-    return Production(
-        model,
-        version,
-        str(onnx),
-        optional(PROJECTION_FILE),
-        optional(REFERENCE_FILE),
-        meta["classes"],
-        int(size["height"]) if "height" in size else None,
-        int(size["channels"]),
-        meta.get("metrics", {}),
-        meta.get("config", {}),
-        (meta.get("decision") or {}).get("threshold"),
-    )
+Reference = Callable[[RunConfig, PreparedData, Path, Path, float | None], ReferenceFiles | None]
+REFERENCES: KindRegistry[Reference] = KindRegistry("drift reference", classify=reference_for_run, segment=_no_reference)

@@ -32,7 +32,8 @@ from ml.core.thresholds import at_threshold, decide
 from ml.data.layouts import IMAGE_EXTS, to_array
 from ml.data.profile import DECODE_ERRORS, _grey_stats
 from ml.export.onnx import IncompatibleModel, open_session
-from ml.registry.storage import S3Store, open_store
+from ml.registry.s3_store import S3Store
+from ml.registry.storage import open_store
 
 CHANNEL_NAMES = ("red", "green", "blue")
 # input values per onnxruntime call (OnnxClassifier.run): 682 RGB 32 x 32 images, 14 grey 384 x 384 ones. A

@@ -19,7 +19,7 @@ from ml.core.files import sha256_file
 from ml.data.prepare import PreparedData
 from ml.evaluation.gate import ChampionEval
 from ml.export.onnx import IncompatibleModel
-from ml.export.steps import onnx_metrics_step
+from ml.export.step import onnx_metrics_step
 from ml.registry.versions import MODEL_FILE, Registry
 
 

@@ -15,13 +15,14 @@ from ml.config.data import GroupConfig
 from ml.config.run import RunConfig
 from ml.core.metrics import classification_metrics, decision_threshold
 from ml.core.thresholds import decide
-from ml.data.layouts import DatasetError
+from ml.data.errors import DatasetError
 from ml.data.prepare import PreparedData, check_basic, load_frame, write_prepared
+from ml.evaluation.classifier import by_source
 from ml.export.onnx_eval import class_probs
+from ml.export.segmenter import evaluate_onnx_segmenter
 from ml.registry.champion import fetch_version_for
 from ml.registry.versions import PRODUCTION, Registry, RegistryError
-from ml.training.classifier import by_source, load_split
-from ml.training.segmenter import evaluate_onnx_segmenter
+from ml.training.classifier import load_split
 
 
 def version_config(meta: dict[str, Any], data_root: Path) -> RunConfig:

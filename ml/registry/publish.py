@@ -6,18 +6,15 @@ import platform
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ml.config.run import RunConfig
 from ml.core.files import PROJECT_ROOT
 from ml.evaluation.gate import GateReport
+from ml.registry.records import RunRecords
 from ml.registry.versions import PRODUCTION, AliasConflict, Registry
-
-if TYPE_CHECKING:
-    from ml.export.steps import RunRecords
-    from ml.monitoring.reference import ReferenceFiles
 
 
 @dataclass
@@ -64,10 +61,11 @@ def version_metadata(cfg: RunConfig, **records: Any) -> dict[str, Any]:
 
 
 def run_files(
-    cfg: RunConfig, records: RunRecords, report_md: Path, reference: ReferenceFiles | None = None
+    cfg: RunConfig, records: RunRecords, report_md: Path, extra: dict[str, Path] | None = None
 ) -> dict[str, Path]:
     """A retrain's version files by their name in the version: model, config, metrics, history, report, plots
-    and, for a classifier, the drift reference (tasks.monitoring.build_reference). Writes config.json."""
+    and `extra` (a classifier's drift reference: ml.monitoring.reference.ReferenceFiles.files()). Writes
+    config.json."""
     run_dir = Path(records.exported.path).parent
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
     return {
@@ -77,7 +75,7 @@ def run_files(
         "history.json": run_dir / "history.json",
         "report.md": report_md,
         **{f"plots/{name}.png": Path(p) for name, p in records.evaluation.plots.items()},
-        **(reference.files() if reference else {}),
+        **(extra or {}),
     }
 
 

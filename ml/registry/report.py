@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ml.evaluation.gate import GateReport, scalar_metrics
-
-if TYPE_CHECKING:
-    from ml.export.steps import RunRecords
+from ml.registry.records import RunRecords
 
 
 def _fmt(value: Any) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.core.files import sha256_file
-from ml.registry.storage import ArtifactStore, ConflictError, ObjectNotFound, check_key
+from ml.registry.store import ArtifactStore, ConflictError, ObjectNotFound, check_key
 
 PRODUCTION = "production"
 MODEL_FILE = "model.onnx"
