@@ -3,7 +3,7 @@
     python benchmarks/distributed.py                                  # demo preset, generated data, CPU ranks
     python benchmarks/distributed.py --preset cifar10 --devices 1 2 4 --epochs 2   # on a machine with 4 GPUs
 
-Each setting trains through ml.export.steps.train_step, as the retrain flow's train task does (spawned ranks, DDP,
+Each setting trains through ml.training.step.train_step, as the retrain flow's train task does (spawned ranks, DDP,
 rank-0 validation), on one prepared split. Images/s counts the training images of the epochs after the first
 (start-up and the first epoch's caches excluded) over rank 0's epoch clock, validation included. Scaling
 efficiency = images/s on N ranks / (N x images/s on 1). Goal on GPUs: >= 0.8 per added GPU. On CPU the ranks

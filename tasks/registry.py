@@ -32,7 +32,7 @@ def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
     credentials, no such bucket, access denied), nor a timeout.
 
     Timeouts are not retried because botocore already retried them: each S3 request makes storage.max_attempts
-    attempts of at most connect_timeout_s + read_timeout_s each (ml.registry.storage.worst_case_wait_s: 57 s with the
+    attempts of at most connect_timeout_s + read_timeout_s each (ml.registry.s3_store.worst_case_wait_s: 57 s with the
     defaults), and a Prefect retry would repeat all of that, plus its delays, for each of STORE_RETRIES["retries"]
     (2 x 57 + 12 s more). So a silent endpoint fails a store task, and reach-store the run, within one request's
     bound."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ml.config.section import Section
 
@@ -80,18 +80,11 @@ class GateConfig(Section):
     max_quantized_drop: float | None = Field(None, ge=0)
     champion: ChampionConfig = ChampionConfig()
 
-    @field_validator("min", "max")
+    @field_validator("min", "max", "per_class_min")
     @classmethod
-    def _known_metrics(cls, rules: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(rules) - set(CLASSIFIER_METRICS + SEGMENTER_METRICS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {list(CLASSIFIER_METRICS + SEGMENTER_METRICS)}")
-        return rules
-
-    @field_validator("per_class_min")
-    @classmethod
-    def _known_per_class(cls, rules: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(rules) - set(PER_CLASS_METRICS))
-        if unknown:
-            raise ValueError(f"unknown per-class metric(s) {unknown}; known: {list(PER_CLASS_METRICS)}")
+    def _known_metrics(cls, rules: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        per_class = info.field_name == "per_class_min"
+        known = PER_CLASS_METRICS if per_class else CLASSIFIER_METRICS + SEGMENTER_METRICS
+        if unknown := sorted(set(rules) - set(known)):
+            raise ValueError(f"unknown {'per-class ' if per_class else ''}metric(s) {unknown}; known: {list(known)}")
         return rules

@@ -29,7 +29,7 @@ class ExportConfig(Section):
 
 
 class StorageConfig(Section):
-    """Where versions go, and how long an S3 request may wait (ml.storage.worst_case_wait_s)."""
+    """Where versions go, and how long an S3 request may wait (ml.registry.s3_store.worst_case_wait_s)."""
 
     uri: str = DEFAULT_STORE  # file://path or s3://bucket/prefix
     endpoint_url: str | None = None  # S3-compatible server; default from AWS_ENDPOINT_URL(_S3)

@@ -13,7 +13,7 @@ class Evaluation:
     metrics: dict  # see ml.core.metrics.classification_metrics
     metrics_path: str
     plots: dict[str, str]  # name -> PNG path
-    measured_on: str = ""  # what scored `metrics` when not the best checkpoint (ml.export.steps.shipped_evaluation)
+    measured_on: str = ""  # what scored `metrics` when not the best checkpoint (ml.export.step.shipped_evaluation)
 
     @property
     def threshold(self) -> float | None:

@@ -3,7 +3,7 @@
     production = registry.get_alias(cfg.name, "production")     # read once, before comparing
     champion = challenge(registry, cfg, prepared, Path("model.onnx"), production and production["version"], tmp)
 
-Both ONNX files go through ml.export.steps.onnx_metrics_step (classifier or segmenter), so neither side profits
+Both ONNX files go through ml.export.step.onnx_metrics_step (classifier or segmenter), so neither side profits
 from a different split, preprocessing or metric code. A production model that cannot score this split (other
 classes, other input size, a corrupt file) is reported in `ChampionEval.error`, and the champion rule fails
 with that reason.

@@ -1,7 +1,9 @@
-"""Classification steps over a prepared split: train, evaluate (metrics + plots), export to ONNX.
+"""Classifier training: the split's images decoded and resized once (cached by split id), then fit.
 
-Each step takes the run's config, the prepared split and a run directory, and returns a small record,
-so the Prefect tasks that wrap them pass paths and numbers, never tensors.
+    trained = train_classifier(cfg, prepared, run_dir)   # TrainResult: checkpoints, history; paths and numbers only
+
+ml.evaluation.classifier and ml.export.classifier reuse `load_split` and `datasets`, so every stage sees the
+same resized images.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
-"""Segmentation steps over a prepared split (layout image_mask): train on crops, evaluate whole images, export.
-
-The same three functions and records as ml.training.classifier, so the flow's tasks call either (ml.export.steps picks):
+"""Segmenter training (layout image_mask): random crops of the pages, each epoch validated on whole pages.
 
     trained = train_segmenter(cfg, prepared, run_dir)       # random crops (data.crop_size), foreground-biased
-    evaluation = evaluate_segmenter(cfg, prepared, trained, run_dir)   # full-size pages by overlapping tiles
-    exported = export_segmenter(cfg, prepared, trained, run_dir)       # ONNX, dynamic H x W, parity on 2 sizes
 
-Pages are never resized: training sees crops of them, evaluation and serving see them whole (ml.core.tiling).
+Pages are never resized: training sees crops of them, evaluation and serving see them whole (ml.core.tiling);
+ml.evaluation.segmenter and ml.export.segmenter take it from there, and ml.training.step picks it by kind.
 """
 
 from __future__ import annotations
