@@ -26,7 +26,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.scoring import CLASSES, KINDS, generate, peak_rss_mb, prepare_model, warm  # noqa: E402
 from ml.config.production import LabelingConfig, MonitorConfig  # noqa: E402
-from ml.labeling.batch import select_batch  # noqa: E402
+from ml.labeling.batch import BatchRequest, select_batch  # noqa: E402
 from ml.monitoring.production import Production  # noqa: E402
 from ml.registry.file_store import FileStore  # noqa: E402
 
@@ -41,7 +41,7 @@ def run(kind: str, root: str, paths: dict[str, str], strategy: str, budget: int)
     )
     lab, mon = LabelingConfig(strategy=strategy, budget=budget), MonitorConfig()
     with tempfile.TemporaryDirectory() as store:
-        batch = select_batch(FileStore(store), production, root, lab, mon, "bench")
+        batch = select_batch(FileStore(store), production, BatchRequest(root, lab, mon, "bench"))
     return {
         "images": batch.scored,
         "selected": batch.selected,

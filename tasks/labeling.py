@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ml.labeling.batch import (
+    BatchRequest,
     KnownImages,
     LabelingBatch,
     finish_batch,
@@ -26,7 +27,7 @@ from tasks.registry import STORE_RETRIES
 def choose_batch(production: Production, job: ScoringJob) -> LabelingBatch:
     """Score the pool, skip known images, write tasks.json + selection.csv under labeling/<model>/<batch>/."""
     lab, mon, store = job.settings.labeling, job.settings.monitor, open_store(job.store, job.endpoint_url)
-    return _logged(select_batch(store, production, job.source, lab, mon, job.run, job.endpoint_url))
+    return _logged(select_batch(store, production, BatchRequest(job.source, lab, mon, job.run, job.endpoint_url)))
 
 
 @task(name="shortlist-shard", cache_policy=NO_CACHE, **STORE_RETRIES)
@@ -43,7 +44,8 @@ def write_shortlisted(
     """The shards' shortlists merged, the batch picked from them and written, as choose-batch does for one."""
     lab, mon, store = job.settings.labeling, job.settings.monitor, open_store(job.store, job.endpoint_url)
     merged = merge_shortlists(shortlists, lab)
-    selected = finish_batch(store, production, merged, job.source, lab, mon, job.run, known, start, job.endpoint_url)
+    req = BatchRequest(job.source, lab, mon, job.run, job.endpoint_url)
+    selected = finish_batch(store, production, req, merged, known, start)
     return _logged(selected)
 
 

@@ -36,7 +36,14 @@ from ml.data.synthetic_pages import make_pages_dataset
 from ml.export.classifier import export_classifier
 from ml.export.onnx import open_session
 from ml.export.segmenter import export_segmenter
-from ml.labeling.batch import labels_from_batches, merge_shortlists, select_batch, training_digests
+from ml.labeling.batch import (
+    BatchRequest,
+    LabelingBatch,
+    labels_from_batches,
+    merge_shortlists,
+    select_batch,
+    training_digests,
+)
 from ml.labeling.labelstudio import mask_to_rle, rle_to_mask
 from ml.labeling.scored_pool import PoolFiles
 from ml.labeling.selection import Shortlist, k_center_greedy
@@ -381,7 +388,7 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
     over = {"labeling.budget": 3, "labeling.measure": "uncertain_share", "labeling.strategy": "uncertainty"}
     settings = resolve_settings(production.config, over, LABELING)
     lab, mon = settings.labeling, settings.monitor
-    batch = select_batch(open_store(store), production, str(pool / "images"), lab, mon, "b1")
+    batch = select_batch(open_store(store), production, BatchRequest(str(pool / "images"), lab, mon, "b1"))
     assert (batch.scored, batch.selected, batch.training_images) == (6, 3, 12)  # training: 6 pages + 6 masks
     tasks, config_xml, selection = _batch_files(store, batch.to_dict())
     check_labelstudio_import(tasks, config_xml)
@@ -396,9 +403,8 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
         if result is not None:
             assert (result["original_height"], result["original_width"]) == image.shape[:2]
             assert np.array_equal(rle_to_mask(result["value"]["rle"], *image.shape[:2]), expected)
-    diverse = select_batch(  # thumbnails stand in for the embeddings a segmenter lacks
-        open_store(store), production, str(pool / "images"), lab.model_copy(update={"strategy": "diversity"}), mon, "b2"
-    )
+    diverse_lab = lab.model_copy(update={"strategy": "diversity"})  # thumbnails stand in for the embeddings
+    diverse = select_batch(open_store(store), production, BatchRequest(str(pool / "images"), diverse_lab, mon, "b2"))
     assert (diverse.selected, diverse.known) == (3, 3)
 
 
@@ -431,8 +437,13 @@ def test_labelled_images_back_in_the_data_change_the_fingerprint_and_count_per_b
     pool = _pool(classifier, "pool-loop", seed=9, per_class=4)
     settings = resolve_settings(classifier.production.config, {"labeling.strategy": "uncertainty"}, LABELING)
     lab, mon = settings.labeling, settings.monitor
-    b1 = select_batch(store, classifier.production, str(pool), lab.model_copy(update={"budget": 5}), mon, "b1")
-    b2 = select_batch(store, classifier.production, str(pool), lab.model_copy(update={"budget": 3}), mon, "b2")
+
+    def batch(budget: int, name: str) -> LabelingBatch:
+        req = BatchRequest(str(pool), lab.model_copy(update={"budget": budget}), mon, name)
+        return select_batch(store, classifier.production, req)
+
+    b1 = batch(5, "b1")
+    b2 = batch(3, "b2")
     assert (b1.selected, b2.selected, b2.known) == (5, 3, 5)
     data = classifier.cfg.data.model_copy(update={"root": tmp_path / "data"})
     shutil.copytree(classifier.cfg.data.root, data.root)
@@ -449,7 +460,7 @@ def test_labelled_images_back_in_the_data_change_the_fingerprint_and_count_per_b
     profile.to_parquet(tmp_path / "profile.parquet")  # what validation hands the retrain: sha256 already known
     with_profile = dataclasses.replace(after, profile=str(tmp_path / "profile.parquet"))
     assert labels_from_batches(store, MODEL, with_profile) == {"b1": 5, "b2": 2}
-    rest = select_batch(store, classifier.production, str(pool), lab.model_copy(update={"budget": 100}), mon, "b3")
+    rest = batch(100, "b3")
     assert rest.selected == 16 - 8 and rest.known == 8
 
 

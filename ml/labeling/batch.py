@@ -1,7 +1,7 @@
 """A labeling batch: score a pool with the production model, pick K (ml.labeling.selection), hand them to Label Studio.
 
     settings = resolve_settings(production.config, {"labeling.strategy": "balanced"}, LABELING)
-    batch = select_batch(store, production, "incoming/", settings.labeling, settings.monitor, "20261123T020000Z-1a2b")
+    batch = select_batch(store, production, BatchRequest("incoming/", settings.labeling, settings.monitor, "b1"))
     # a large pool in shards (flows.select_for_labeling): shortlist_of per shard, merge_shortlists, finish_batch
     labels_from_batches(store, "demo", prepared)     # {batch: images of this dataset it supplied}
 
@@ -138,20 +138,24 @@ class LabelingBatch:
         return head + links + table + "\n".join(rows) + "\n" + more
 
 
-def select_batch(
-    store: ArtifactStore,
-    production: Production,
-    pool: str,
-    lab: LabelingConfig,
-    mon: MonitorConfig,
-    batch: str,
-    endpoint_url: str | None = None,
-) -> LabelingBatch:
+@dataclass(frozen=True)
+class BatchRequest:
+    """One labeling batch asked for: the pool, the settings it is chosen with, and the batch's name."""
+
+    pool: str  # a folder or s3://bucket/prefix
+    lab: LabelingConfig
+    mon: MonitorConfig  # scoring: batch_size, workers
+    batch: str
+    endpoint_url: str | None = None  # for an s3:// pool
+
+
+def select_batch(store: ArtifactStore, production: Production, req: BatchRequest) -> LabelingBatch:
     """Score the pool, skip known images, pick labeling.budget of them, write the batch (nothing if none)."""
     start = time.perf_counter()
-    known = known_images(store, production, mon)
-    shortlist = shortlist_of(production, image_source(pool, production.classes, endpoint_url), lab, mon, known.skip)
-    return finish_batch(store, production, shortlist, pool, lab, mon, batch, known, start, endpoint_url)
+    known = known_images(store, production, req.mon)
+    images = image_source(req.pool, production.classes, req.endpoint_url)
+    shortlist = shortlist_of(production, images, req.lab, req.mon, known.skip)
+    return finish_batch(store, production, req, shortlist, known, start)
 
 
 @dataclass(frozen=True)
@@ -197,22 +201,18 @@ def merge_shortlists(shortlists: Iterable[Shortlist], lab: LabelingConfig) -> Sh
 def finish_batch(
     store: ArtifactStore,
     production: Production,
+    req: BatchRequest,
     shortlist: Shortlist,
-    pool: str,
-    lab: LabelingConfig,
-    mon: MonitorConfig,
-    batch: str,
     known: KnownImages,
     start: float,
-    endpoint_url: str | None = None,
 ) -> LabelingBatch:
     """Pick from the shortlist and write the batch (nothing if it is empty); `start`: when the selection began."""
-    chosen = shortlist.select()
+    chosen, lab = shortlist.select(), req.lab
     record = LabelingBatch(
         production.model,
         production.version,
-        batch,
-        pool,
+        req.batch,
+        req.pool,
         lab.strategy,
         lab.measure,
         shortlist.scored,
@@ -222,8 +222,8 @@ def finish_batch(
         known.training,
     )
     if len(chosen):
-        files = PoolFiles(pool, lab, endpoint_url)
-        record.links, record.shown = write_batch(store, production, chosen, files, lab, mon.workers, batch)
+        files = PoolFiles(req.pool, lab, req.endpoint_url)
+        record.links, record.shown = write_batch(store, production, chosen, files, lab, req.mon.workers, req.batch)
     record.seconds = time.perf_counter() - start
     return record
 
