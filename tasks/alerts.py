@@ -1,10 +1,11 @@
 """Alert tasks: a Prefect event per alert (automations react to it), plus the webhook message of ml.monitoring.alerts.
 
 Events, each about the resource `visionflow.model.<name>`, payload = ml.monitoring.alerts.Alert.payload() (model,
-version, problems, run_url, text): retrain's visionflow.gate.failed, visionflow.metric.regressed,
-visionflow.data.invalid and visionflow.flow.crashed; the monitor's
-visionflow.drift.detected and visionflow.live_metric.dropped.
-deployments/automations/gate-failed.yaml turns them into a notification on a Prefect server.
+version, problems, run_url, extra.reasons, text): retrain's visionflow.gate.failed, visionflow.metric.regressed,
+visionflow.data.invalid and visionflow.flow.crashed; the monitor's visionflow.drift.detected,
+visionflow.live_metric.dropped and visionflow.monitor.too_few_rows. One event per run, naming all its reasons.
+deployments/automations/gate-failed.yaml turns each into one webhook message on a Prefect server
+(tests/test_alerts.py checks that it routes every event the code emits).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def dispatch(alert: Alert, cfg: AlertConfig) -> None:
 
 @task(name="alert", cache_policy=NO_CACHE)
 def send_alerts(cfg: RunConfig, version: str, gate: GateReport, champion: ChampionEval) -> list[str]:
-    """A failed gate, or metrics worse than production beyond champion.tolerance -> alerts; returns their events."""
-    alerts = run_alerts(cfg.name, version, gate, champion, cfg.gate.champion.tolerance, flow_run_url())
-    for alert in alerts:
-        dispatch(alert, cfg.alerts)
-    return [a.event for a in alerts]
+    """A failed gate and/or metrics worse than production beyond champion.tolerance -> one alert naming them all
+    (ml.monitoring.alerts.run_alerts); returns the event sent ([] when nothing was wrong)."""
+    alert = run_alerts(cfg.name, version, gate, champion, cfg.gate.champion.tolerance, flow_run_url())
+    if alert is None:
+        return []
+    dispatch(alert, cfg.alerts)
+    return [alert.event]
 
 
 def _alert_target(flow: str, params: dict[str, Any]) -> tuple[str, AlertConfig]:

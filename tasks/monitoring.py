@@ -119,11 +119,13 @@ def publish_monitor_artifacts(check: MonitorCheck) -> None:
 
 @task(name="monitor-alerts", cache_policy=NO_CACHE)
 def send_monitor_alerts(check: MonitorCheck, settings: ProductionSettings) -> list[str]:
-    """Drift or a live-metric drop -> Prefect event + webhook (tasks.alerts.dispatch); returns the events."""
-    alerts = monitor_alerts(check, flow_run_url())
-    for alert in alerts:
-        dispatch(alert, settings.alerts)
-    return [a.event for a in alerts]
+    """Drift, a live-metric drop or too few rows -> one Prefect event + webhook message naming them all
+    (tasks.alerts.dispatch); returns the event sent ([] when all was well)."""
+    alert = monitor_alerts(check, flow_run_url())
+    if alert is None:
+        return []
+    dispatch(alert, settings.alerts)
+    return [alert.event]
 
 
 @task(name="trigger-retrain", cache_policy=NO_CACHE)

@@ -3,9 +3,12 @@ and the Prefect automation of deployments/automations/ on a real Prefect server.
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect import flow
 
 from flows.monitor import monitor
@@ -35,6 +39,8 @@ from ml.monitoring.alerts import (
     run_alerts,
     webhook_url,
 )
+from ml.monitoring.drift import DriftResult, LiveMetrics
+from ml.monitoring.log import DRIFT_DETECTED, LIVE_METRIC_DROPPED, TOO_FEW_ROWS, MonitorCheck, monitor_alerts
 from ml.training.distributed import free_port
 from tasks.alerts import send_alerts
 from tests.conftest import tiny_overrides
@@ -99,24 +105,95 @@ FAILED_GATE = GateReport([RuleResult("accuracy >= 1.01", 1.01, 0.5, False), Rule
 REGRESSED = ChampionEval("v0", {"accuracy": 0.5, "macro_f1": 0.5}, {"accuracy": 0.9, "macro_f1": 0.5}, 8)
 
 
-def test_messages_name_model_version_failed_rules_and_run():
-    gate_alert, regression = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, 0.01, "http://ui/runs/flow-run/x")
-    assert (gate_alert.event, regression.event) == (GATE_FAILED, METRIC_REGRESSED)
-    assert gate_alert.resource == {"prefect.resource.id": "visionflow.model.demo", "prefect.resource.name": "demo"}
-    text = gate_alert.text()
+def test_one_message_names_the_failed_rules_the_regression_and_the_run():
+    alert = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, 0.01, "http://ui/runs/flow-run/x")
+    assert alert.event == GATE_FAILED and alert.extra["reasons"] == [GATE_FAILED, METRIC_REGRESSED]
+    assert alert.resource == {"prefect.resource.id": "visionflow.model.demo", "prefect.resource.name": "demo"}
+    text = alert.text()
     for part in (
-        "*demo*: gate failed",
+        "*demo*: gate failed, not promoted; metrics regressed against production",
         "version: `v1`",
         "production: `v0`",
         "accuracy >= 1.01: measured 0.5",
+        "accuracy regressed: 0.9000 -> 0.5000 (-0.4000)",
         "run: http://ui/runs/flow-run/x",
     ):
         assert part in text
-    assert "loss" not in text  # only the failed rules
-    assert "accuracy: 0.9000 -> 0.5000 (-0.4000)" in regression.text() and "macro_f1" not in regression.text()
-    assert regression.payload()["extra"]["regressed"] == {"accuracy": {"production": 0.9, "candidate": 0.5}}
+    assert "loss" not in text and "macro_f1" not in text  # only the failed rules and the regressed metrics
+    assert alert.payload()["extra"]["regressed"] == {"accuracy": {"production": 0.9, "candidate": 0.5}}
     passed = GateReport([RuleResult("loss <= 9", 9, 0.4, True)])
-    assert run_alerts("demo", "v1", passed, ChampionEval(None, {"accuracy": 0.5}), 0.01, None) == []
+    regressed_only = run_alerts("demo", "v1", passed, REGRESSED, 0.01, None)
+    assert (
+        regressed_only.event == METRIC_REGRESSED
+        and "*demo*: metrics regressed against production" in regressed_only.text()
+    )
+    assert run_alerts("demo", "v1", passed, ChampionEval(None, {"accuracy": 0.5}), 0.01, None) is None
+
+
+def test_one_monitor_alert_names_drift_and_dropped_metrics():
+    drift = DriftResult("drift", [{"group": "image", "column": "brightness", "method": "psi", "score": 0.4,
+                                   "threshold": 0.2, "drifted": True}], {"image": True}, 100, 100)  # fmt: skip
+    live = LiveMetrics(50, True, {"accuracy": 0.6}, {"accuracy": 0.9}, {"accuracy": -0.3}, 0.05)
+    check = MonitorCheck("demo", "v1", "r1", "1d", "2026-01-01T00:00:00+00:00", 100, 0, drift, live, {})
+    alert = monitor_alerts(check, None)
+    assert alert.event == DRIFT_DETECTED and alert.extra["reasons"] == [DRIFT_DETECTED, LIVE_METRIC_DROPPED]
+    text = alert.text()
+    assert "drift over the last 1d (image); live metrics dropped over the last 1d" in text
+    assert "image: brightness (psi 0.4, threshold 0.2)" in text and "accuracy: validation 0.9000 -> live" in text
+
+
+def _emitted_events() -> set[str]:
+    """Every `visionflow.<what>.<happened>` string constant in ml/, tasks/ and flows/: the events the code emits
+    (resource ids are f-strings, `visionflow.model.{name}`, so they are not picked up)."""
+    name = re.compile(r"visionflow\.[a-z_]+\.[a-z_]+")
+    found = set()
+    for folder in ("ml", "tasks", "flows"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and name.fullmatch(node.value):
+                    found.add(node.value)
+    return found
+
+
+def _triggers(trigger: dict) -> Iterator[dict]:
+    """An event trigger and those nested in compound/sequence triggers."""
+    yield trigger
+    for inner in trigger.get("triggers", []):
+        yield from _triggers(inner)
+
+
+def _routes() -> list[tuple[str, list[str], str]]:
+    """(file, expected event patterns, resource id pattern) of every trigger that calls a webhook, from every
+    automation file (one automation, a list, or {automations: [...]}, as `make deploy` reads them)."""
+    routes = []
+    for path in sorted((ROOT / "deployments" / "automations").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        doc = doc.get("automations", doc) if isinstance(doc, dict) else doc
+        for automation in doc if isinstance(doc, list) else [doc]:
+            if not any(a["type"] == "call-webhook" for a in automation["actions"]) or not automation["enabled"]:
+                continue
+            for trigger in _triggers(automation["trigger"]):
+                resource = trigger.get("match", {}).get("prefect.resource.id", "*")
+                routes.append((path.name, trigger.get("expect", []), resource))
+    return routes
+
+
+def test_every_emitted_event_is_routed_to_the_webhook_by_a_shipped_automation():
+    emitted = _emitted_events()
+    constants = {GATE_FAILED, METRIC_REGRESSED, FLOW_CRASHED, DATA_INVALID, DRIFT_DETECTED, LIVE_METRIC_DROPPED}
+    assert constants | {TOO_FEW_ROWS} <= emitted  # the scan sees the constants it must
+    resource = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, 0.01, None).resource["prefect.resource.id"]
+    routes = _routes()
+    unrouted = {
+        event
+        for event in emitted
+        if not any(
+            fnmatch.fnmatchcase(event, pattern) and fnmatch.fnmatchcase(resource, match)
+            for _, patterns, match in routes
+            for pattern in patterns
+        )
+    }
+    assert not unrouted, f"events no automation in deployments/automations/ sends to the webhook: {sorted(unrouted)}"
 
 
 def test_webhook_is_retried_until_delivered(receiver: Receiver):
@@ -161,8 +238,17 @@ def test_flow_completes_when_the_webhook_is_down(tmp_path: Path, caplog: pytest.
     cfg = load_config("demo", {"alerts.webhook_url": _dead_url(), "alerts.webhook_attempts": 2})
     with caplog.at_level(logging.WARNING, logger="ml.monitoring.alerts"):
         state = _alerting_flow(cfg, return_state=True)
-    assert state.is_completed() and state.result() == [GATE_FAILED, METRIC_REGRESSED]
-    assert caplog.text.count("not delivered after 2 attempt(s)") == 2
+    assert state.is_completed() and state.result() == [GATE_FAILED]
+    assert caplog.text.count("not delivered after 2 attempt(s)") == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failed_gate_that_also_regressed_sends_one_message(receiver: Receiver):
+    cfg = load_config("demo", {"alerts.webhook_url": receiver.url + "/retrain"})
+    assert _alerting_flow(cfg) == [GATE_FAILED]
+    (text,) = receiver.texts("/retrain")
+    assert "gate failed, not promoted; metrics regressed against production" in text
+    assert "accuracy >= 1.01: measured 0.5" in text and "accuracy regressed: 0.9000 -> 0.5000" in text
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -297,9 +383,10 @@ def test_automation_file_is_accepted_and_turns_events_into_a_webhook(
     assert "Created automation 'visionflow-alerts'" in created
 
     run(sys.executable, "-c", EMIT, receiver.url + "/direct")  # a flow run on the server alerts twice
-    receiver.wait_for(6, timeout=30)
+    receiver.wait_for(4, timeout=30)
+    time.sleep(2)  # a doubled-up message would arrive meanwhile
     direct, via_automation = receiver.texts("/direct"), receiver.texts("/automation")
-    assert len(direct) == 3 and sorted(via_automation) == sorted(direct)  # same text, both ways
-    assert any("gate failed" in t for t in direct) and any("regressed" in t for t in direct)
+    assert len(direct) == 2 and sorted(via_automation) == sorted(direct)  # one message per alert, same both ways
+    assert any("gate failed" in t and "regressed" in t for t in direct)  # the gate and the regression: one message
     assert any("drift (image)" in t for t in direct)
     assert all(f"run: {prefect_server['PREFECT_API_URL'].removesuffix('/api')}/runs/flow-run/" in t for t in direct)

@@ -204,6 +204,10 @@ def test_load_image_modes_and_unreadable(tmp_path: Path) -> None:
     broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DatasetError, match="broken.png"):
         load_image(str(broken), -1, 3)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"empty.png: empty file \(0 bytes\)$"):
+        load_image(str(empty), -1, 3)
 
 
 # --- splits ----------------------------------------------------------------------------------------------

@@ -182,22 +182,26 @@ def test_score_streams_chunks_logs_unreadable_and_monitor_reports(published, tmp
     store = _store_copy(published, tmp_path)
     source = _draw(published, 300, per_class=10)  # 40 images in class folders: labelled by their folder
     (source / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (source / "square" / "empty.png").write_bytes(b"")
     (source / "notes.txt").write_text("not an image: not listed")
     over = {"monitor.batch_size": 8, "monitor.chunk_rows": 15}
     summary = score("demo", str(source), store, over, str(tmp_path / "cache"))
-    assert summary["rows"] == 41 and summary["unreadable"] == 1 and summary["labelled"] == 41
-    assert len(summary["keys"]) == 3  # 15 + 15 + 11 rows
+    assert summary["rows"] == 42 and summary["unreadable"] == 2 and summary["labelled"] == 42
+    assert len(summary["keys"]) == 3  # 15 + 15 + 12 rows
     parts = [pd.read_parquet(io.BytesIO(open_store(store).get_bytes(k))) for k in summary["keys"]]
-    assert [len(p) for p in parts] == [15, 15, 11]
+    assert [len(p) for p in parts] == [15, 15, 12]
     log = pd.concat(parts, ignore_index=True)
     broken = log[log["file"].str.endswith("broken.png")].iloc[0]
     assert not broken["readable"] and "cannot decode" in broken["error"] and np.isnan(broken["confidence"])
+    assert "BytesIO" not in broken["error"]  # PIL's name for bytes in memory: an address, no help
+    empty = log[log["file"].str.endswith("empty.png")].iloc[0]
+    assert not empty["readable"] and empty["error"] == "empty file (0 bytes)"
     assert (log["model_version"] == published.version).all() and log["timestamp"].notna().all()
 
     result = monitor(
         "demo", store, "1d", None, {"monitor.min_rows": 20, "monitor.min_labels": 20}, str(tmp_path / "cache")
     )
-    assert result["verdict"] in ("drift", "no drift") and result["rows"] == 41
+    assert result["verdict"] in ("drift", "no drift") and result["rows"] == 42
     assert set(result["live"]) == {"accuracy", "macro_f1"}  # labelled by their class folders
     report = Path(result["links"]["report"].removeprefix("file://"))
     html = report.read_text()

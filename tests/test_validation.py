@@ -99,7 +99,8 @@ def test_unreadable_image_fails_naming_the_file(tmp_path: Path, broken: str) -> 
         path.write_bytes(b"" if broken.startswith("zero") else b"hello, not an image")
     report = validate(tmp_path)
     assert list(failed(report)) == ["every image readable"]
-    assert f"{path}: cannot decode" in failed(report)["every image readable"]
+    says = "empty file (0 bytes)" if broken.startswith("zero") else "cannot decode"
+    assert f"{path}: {says}" in failed(report)["every image readable"]
     assert report.prepared is None and not (tmp_path / "run" / "split.csv").exists()
 
 
@@ -140,6 +141,26 @@ def test_size_limits(tmp_path: Path) -> None:
     found = failed(validate(tmp_path, **{"data.expect.min_size": 8, "data.expect.max_size": 16}))
     assert list(found) == ["image height within size limits"]
     assert f"{small}: 16x6 px" in found["image height within size limits"]
+
+
+def test_slivers_are_refused_by_default_unless_the_rules_are_off(tmp_path: Path) -> None:
+    root = tree(tmp_path / "data", {"a": 4, "b": 4})
+    sliver = noise_png(root / "a" / "sliver.png", 5, size=(1, 2000))  # PIL size: 1 px wide, 2000 px high
+    found = failed(validate(tmp_path))
+    assert list(found) == [
+        "image width within size limits",
+        "image aspect ratio (long side / short side) within max_aspect",
+    ]
+    assert f"{sliver}: 1x2000 px" in found["image width within size limits"]
+    assert "min_value = 8 (data.expect.min_size)" in found["image width within size limits"]
+    aspect = found["image aspect ratio (long side / short side) within max_aspect"]
+    assert f"{sliver}: 1x2000 px, long side / short side 2000" in aspect and "max_value = 20.0" in aspect
+    assert validate(tmp_path, **{"data.expect.min_size": None, "data.expect.max_aspect": None}).passed
+    wide = noise_png(root / "b" / "wide.png", 6, size=(400, 10))  # both sides >= 8 px: only the aspect rule
+    found = failed(validate(tmp_path, **{"data.expect.min_size": None}))
+    assert list(found) == ["image aspect ratio (long side / short side) within max_aspect"]
+    assert str(wide) in found["image aspect ratio (long side / short side) within max_aspect"]
+    assert validate(tmp_path, **{"data.expect.min_size": None, "data.expect.max_aspect": None}).passed
 
 
 # --- classes ----------------------------------------------------------------------------------------------

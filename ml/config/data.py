@@ -44,8 +44,11 @@ class ExpectConfig(Section):
     min_per_class: int = Field(2, ge=1)  # images per class (segmentation: images in all)
     max_imbalance: float | None = Field(10.0, ge=1)  # largest / smallest class; None: no limit
     allowed_channels: list[Literal[1, 2, 3, 4]] | None = None  # channels as stored (1 grey, 3 RGB, 4 RGBA); None: any
-    min_size: int | None = Field(None, ge=1)  # px, both sides of every image
+    # px, both sides of every image; the default 8 and max_aspect refuse slivers (a 1 x 20000 scan strip) that
+    # resizing to image_size would turn into noise; None: no limit
+    min_size: int | None = Field(8, ge=1)
     max_size: int | None = Field(None, ge=1)
+    max_aspect: float | None = Field(20.0, ge=1)  # long side / short side of every image; None: no limit
     mask_foreground: tuple[float, float] = (0.0, 1.0)  # allowed foreground fraction of a non-empty mask
     max_empty_mask_share: float = Field(0.0, ge=0, le=1)  # share of masks without a foreground pixel
     allow_duplicates: bool = False  # same bytes twice in one split and class; across splits or labels always fails

@@ -7,5 +7,5 @@ prepare.py       from a DataConfig to split.csv: generate (demo), index, check, 
 profile.py       one metadata row per file (size, channels, brightness, blur, hashes), cached by content
 validation.py    the Great Expectations suite of the kind, run on the profile; the report names file and rule
 synthetic.py / synthetic_pages.py   the generated shapes and handwriting pages (demo and tests)
-errors.py        DatasetError
+errors.py        DatasetError; how an undecodable file is named ("empty file (0 bytes)")
 """

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ml.config.data import DataConfig
 from ml.core.files import sha256_file
-from ml.data.errors import DatasetError
+from ml.data.errors import DatasetError, decode_problem, is_empty_file
 from ml.data.masks import DEFAULT_LABEL, MASK_EXT, MASKS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -223,7 +223,8 @@ def load_image(path: str, row: int, channels: int) -> np.ndarray:
                 im.load()
                 img = im
     except (OSError, ValueError, IndexError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"{path}: cannot decode{f' row {row}' if row >= 0 else ''} ({e})") from e
+        why = decode_problem(e, row < 0 and is_empty_file(path), f" row {row}" if row >= 0 else "")
+        raise DatasetError(f"{path}: {why}") from e
     return to_array(img, channels)
 
 

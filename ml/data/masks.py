@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ml.data.errors import DatasetError
+from ml.data.errors import DatasetError, decode_problem, is_empty_file
 
 MASKS = "masks"
 MASK_EXT = ".png"
@@ -35,5 +35,5 @@ def load_mask(path: str) -> np.ndarray:
             img.load()
             values = mask_values(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"{path}: cannot decode mask ({e})") from e
+        raise DatasetError(f"{path}: {decode_problem(e, is_empty_file(path), ' mask')}") from e
     return (values > 0).astype(np.uint8)

@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ml.data.errors import decode_problem
 from ml.data.layouts import to_array
 from ml.data.masks import mask_values
 
-VERSION = 1  # bump when a metric's definition changes: older cache files are then ignored
+VERSION = 2  # bump when a metric's definition changes: older cache files are then ignored (2: decode messages)
 KEY = ["path", "row", "mask"]
 STAT = ["file_mtime_ns", "file_size", "mask_mtime_ns", "mask_size"]
 IMAGE = ["readable", "error", "format", "width", "height", "channels", "bytes", "sha256"]
@@ -104,7 +105,7 @@ def _image_stats(data: bytes) -> dict:
                 bands = 4 if "transparency" in img.info else 3
             grey = to_array(img, 1)[..., 0]
     except DECODE_ERRORS as e:
-        return {"readable": False, "error": f"cannot decode ({e})"}
+        return {"readable": False, "error": decode_problem(e, not data)}
     base = {"readable": True, "error": "", "format": fmt, "width": w, "height": h, "channels": bands}
     return {**base, **_grey_stats(grey)}
 
@@ -121,7 +122,7 @@ def _mask_stats(data: bytes, size: tuple[int, int] | None) -> dict:
             img.load()
             values = mask_values(img)
     except DECODE_ERRORS as e:
-        return {"mask_readable": False, "mask_error": f"cannot decode mask ({e})"}
+        return {"mask_readable": False, "mask_error": decode_problem(e, not data, " mask")}
     values = values.astype(np.uint8) if values.dtype == bool else values
     levels = np.flatnonzero(np.bincount(values.ravel())) if values.dtype == np.uint8 else np.unique(values)
     fg = (values > 0).astype(np.uint8)

@@ -6,7 +6,8 @@
 The suites are GX suite JSON in expectations/<kind>.json (classification; segmentation for layout=image_mask).
 They are templates: a threshold written {"$PARAMETER": "min_per_class"} is filled at run time from
 data.expect by suite_parameters() and handed to GX as expectation_parameters; a rule whose parameters are all
-null is skipped. Rules that span rows read computed columns: per sample `leak` (same sha256 in train and val),
+null is skipped. Rules read computed columns: per sample `aspect` (long side / short side), `leak` (same sha256 in
+train and val),
 `conflict` (same sha256 under two labels), `copies` (same sha256 in one split and class), `mask_empty`; and a
 per-class table (count, imbalance = largest class / this class).
 """
@@ -103,6 +104,7 @@ def suite_parameters(expect: ExpectConfig) -> dict[str, Any]:
         "allowed_channels": expect.allowed_channels,
         "min_size": expect.min_size,
         "max_size": expect.max_size,
+        "max_aspect": expect.max_aspect,
         "min_foreground": expect.mask_foreground[0],
         "max_foreground": expect.mask_foreground[1],
         "max_empty_mask_share": expect.max_empty_mask_share,
@@ -118,6 +120,8 @@ def profile_cache(cfg: RunConfig) -> Path:
 def with_checks(samples: pd.DataFrame) -> pd.DataFrame:
     """The profile plus the computed columns the suites read (see the module docstring)."""
     out = samples.reset_index(drop=True)
+    sides = out[["width", "height"]]
+    out["aspect"] = sides.max(axis=1, skipna=False) / sides.min(axis=1, skipna=False)  # NaN: not decoded
     hashed = out["sha256"].notna()
     by = out[hashed].groupby("sha256")
     out["leak"] = False
@@ -161,6 +165,7 @@ DETAILS = {  # how an offending row is described, by the rule's meta.detail
     ),
     "channels": lambda r: f"{r['channels']:.0f} channel(s), {r['format']}",
     "size": lambda r: f"{r['width']:.0f}x{r['height']:.0f} px",
+    "aspect": lambda r: f"{r['width']:.0f}x{r['height']:.0f} px, long side / short side {r['aspect']:.4g}",
     "same_as": lambda r: r["same_as"],
     "expected_mask": lambda r: f"no mask {Path(r['path']).parent.parent / 'masks' / Path(r['path']).stem}.png",
     "mask": lambda r: f"no foreground pixel in {r['mask']}",

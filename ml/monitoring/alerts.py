@@ -1,7 +1,12 @@
 """Alerts: what went wrong with a model, as a Slack-compatible webhook message and a Prefect event payload.
 
-    for alert in run_alerts("demo", version, gate, champion, tolerance=0.01, run_url=url):
+    if alert := run_alerts("demo", version, gate, champion, tolerance=0.01, run_url=url):
         deliver(alert, cfg.alerts)        # POST {"text": ...}; retried; a dead webhook only logs a warning
+
+One alert per run, however many reasons: the webhook gets one message per event, directly (alerts.webhook_url)
+and through the automation of deployments/automations/ on a server, so an event per reason made one failed run
+two messages. The event is the first reason (a failed gate before a regression: the verdict that stopped the
+promotion); extra["reasons"] lists every reason's event and the text names them all.
 
 The Prefect side (emit_event with the same names and payload) is tasks/alerts.py; this module is plain Python.
 The webhook URL comes from `alerts.webhook_url` or the VISIONFLOW_ALERT_WEBHOOK environment variable.
@@ -43,7 +48,7 @@ class NotPromoted(RuntimeError):
 
 @dataclass
 class Alert:
-    event: str  # one of GATE_FAILED, METRIC_REGRESSED, FLOW_CRASHED, DATA_INVALID
+    event: str  # one of GATE_FAILED, METRIC_REGRESSED, FLOW_CRASHED, DATA_INVALID: the first of extra["reasons"]
     model: str
     version: str | None  # the candidate (None: the run crashed before publishing one)
     problems: list[str]  # failed rules, regressed metrics, or the error
@@ -57,7 +62,8 @@ class Alert:
         return {"prefect.resource.id": f"visionflow.model.{self.model}", "prefect.resource.name": self.model}
 
     def text(self) -> str:
-        lines = [f":rotating_light: *{self.model}*: {_TITLES[self.event]}"]
+        titles = "; ".join(_TITLES[e] for e in self.extra.get("reasons", [self.event]))
+        lines = [f":rotating_light: *{self.model}*: {titles}"]
         lines.append(f"version: `{self.version}`" if self.version else "version: none published")
         if self.production:
             lines.append(f"production: `{self.production}`")
@@ -77,17 +83,22 @@ def _rule_line(rule: RuleResult) -> str:
 
 def run_alerts(
     model: str, version: str, gate: GateReport, champion: ChampionEval, tolerance: float, run_url: str | None
-) -> list[Alert]:
-    """A failed gate -> GATE_FAILED; any metric worse than production by > tolerance -> METRIC_REGRESSED."""
-    prod = champion.production_version
-    alerts = []
+) -> Alert | None:
+    """One alert for a failed gate and/or metrics worse than production by > tolerance, naming every failed rule
+    and regressed metric (GATE_FAILED if the gate failed, else METRIC_REGRESSED); None when neither happened."""
+    reasons, problems, extra = [], [], {}
     if not gate.passed:
-        alerts.append(Alert(GATE_FAILED, model, version, [_rule_line(r) for r in gate.failed], run_url, prod))
+        reasons.append(GATE_FAILED)
+        problems += [_rule_line(r) for r in gate.failed]
     if worse := regressions(champion, tolerance):
-        lines = [f"{name}: {base:.4f} -> {new:.4f} ({new - base:+.4f})" for name, (base, new) in worse.items()]
-        extra = {"regressed": {name: {"production": b, "candidate": n} for name, (b, n) in worse.items()}}
-        alerts.append(Alert(METRIC_REGRESSED, model, version, lines, run_url, prod, extra))
-    return alerts
+        reasons.append(METRIC_REGRESSED)
+        problems += [f"{name} regressed: {b:.4f} -> {n:.4f} ({n - b:+.4f})" for name, (b, n) in worse.items()]
+        extra["regressed"] = {name: {"production": b, "candidate": n} for name, (b, n) in worse.items()}
+    if not reasons:
+        return None
+    return Alert(
+        reasons[0], model, version, problems, run_url, champion.production_version, {"reasons": reasons, **extra}
+    )
 
 
 def crash_alert(model: str, error: BaseException | str, run_url: str | None, flow: str = "retrain") -> Alert:

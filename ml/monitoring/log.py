@@ -3,7 +3,7 @@
     written = write_log(store, "demo", version, run, "incoming/", score_stream(model, items), chunk_rows=10_000)
     settings = resolve_settings(production.config, {"monitor.window": "1d"}, SCORING)
     check = check_window(store, production, settings.monitor, run, datetime.now(UTC))  # report.html, summary.json
-    monitor_alerts(check, run_url)                                          # -> MonitorAlert list
+    monitor_alerts(check, run_url)                               # -> one MonitorAlert naming every problem, or None
     (ml.monitoring.alerts)
 
 Layout in the store:
@@ -292,16 +292,12 @@ class MonitorAlert(Alert):
         return "\n".join(lines)
 
 
-def monitor_alerts(check: MonitorCheck, run_url: str | None) -> list[MonitorAlert]:
-    """DRIFT_DETECTED listing the drifted tests; LIVE_METRIC_DROPPED listing the metrics that fell; TOO_FEW_ROWS
-    when the window holds too few readable predictions for a verdict (a monitor that stays silent when production
-    stopped scoring would look like "no drift")."""
-    extra = {"window": check.window, "links": check.links}
-    alerts = []
-
-    def alert(event: str, title: str, lines: list[str]) -> MonitorAlert:
-        return MonitorAlert(event, check.model, check.version, lines, run_url, check.version, extra, title)
-
+def monitor_alerts(check: MonitorCheck, run_url: str | None) -> MonitorAlert | None:
+    """One alert naming every problem of the window (one message per run, as ml.monitoring.alerts.run_alerts):
+    DRIFT_DETECTED listing the drifted tests, LIVE_METRIC_DROPPED the metrics that fell, TOO_FEW_ROWS when the
+    window holds too few readable predictions for a verdict (a monitor that stays silent when production stopped
+    scoring would look like "no drift"). The event is the first of those; extra["reasons"] lists them all."""
+    parts: list[tuple[str, str, list[str]]] = []  # (event, title, problem lines)
     if check.drift.drifted:
         groups = ", ".join(g for g, d in check.drift.groups.items() if d)
         lines = [
@@ -309,16 +305,23 @@ def monitor_alerts(check: MonitorCheck, run_url: str | None) -> list[MonitorAler
             for r in check.drift.columns
             if r["drifted"]
         ]
-        alerts.append(alert(DRIFT_DETECTED, f"drift over the last {check.window} ({groups})", lines))
+        parts.append((DRIFT_DETECTED, f"drift over the last {check.window} ({groups})", lines))
     if check.live.dropped:
         lines = [
             f"{m}: validation {check.live.validation[m]:.4f} -> live {check.live.live[m]:.4f} "
             f"on {check.live.labelled} labelled images"
             for m in check.live.dropped
         ]
-        alerts.append(alert(LIVE_METRIC_DROPPED, f"live metrics dropped over the last {check.window}", lines))
+        parts.append((LIVE_METRIC_DROPPED, f"live metrics dropped over the last {check.window}", lines))
     if check.verdict == "too few rows":
         rows = f"{check.drift.current_rows} readable of {check.rows} rows logged by this version"
         lines = [f"{rows}: fewer than monitor.min_rows; is production still scoring?"]
-        alerts.append(alert(TOO_FEW_ROWS, f"too few predictions over the last {check.window} for a verdict", lines))
-    return alerts
+        parts.append((TOO_FEW_ROWS, f"too few predictions over the last {check.window} for a verdict", lines))
+    if not parts:
+        return None
+    events, titles, lines = zip(*parts, strict=True)
+    extra = {"window": check.window, "links": check.links, "reasons": list(events)}
+    problems = [line for part in lines for line in part]
+    return MonitorAlert(
+        events[0], check.model, check.version, problems, run_url, check.version, extra, "; ".join(titles)
+    )

@@ -22,6 +22,7 @@ from ml.config.evaluation import EvalConfig
 from ml.core.files import sha256_bytes
 from ml.core.kinds import KindRegistry
 from ml.core.tiling import Predict, onnx_predictor, predict_tiled
+from ml.data.errors import decode_problem
 from ml.data.layouts import to_array
 from ml.data.profile import DECODE_ERRORS
 from ml.export.onnx import open_session
@@ -85,7 +86,7 @@ def segment_stream(
         try:
             img = decode(data, seg.production.channels)
         except DECODE_ERRORS as e:
-            return out | {"error": f"cannot decode ({e})"}
+            return out | {"error": decode_problem(e, not data)}
         scores = pixel_uncertainty(seg.foreground(img, predict), band)
         size = {"width": float(img.shape[1]), "height": float(img.shape[0])}
         return out | {"readable": True, "pred": label, **size, **scores, **descriptor(img)}

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ml.config.production import IMAGE_PROPERTIES, PREDICTION_COLUMNS
 from ml.core.thresholds import at_threshold, decide
+from ml.data.errors import decode_problem
 from ml.data.layouts import IMAGE_EXTS, to_array
 from ml.data.profile import DECODE_ERRORS, _grey_stats
 from ml.export.onnx import IncompatibleModel, open_session
@@ -235,7 +236,7 @@ def _load(model: OnnxClassifier, item: ImageItem) -> tuple[ImageItem, dict | Non
     try:
         props, resized = model.prepare(data)
     except DECODE_ERRORS as e:
-        return item, None, None, f"cannot decode ({e})"
+        return item, None, None, decode_problem(e, not data)
     return item, props, resized, ""
 
 
