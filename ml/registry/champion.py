@@ -71,9 +71,10 @@ def fetch_version_for(registry: Registry, model: str, version: str, prepared: Pr
 
 def unseen_split(
     prepared: PreparedData, production: str, trained_on: set[str] | None, out_dir: Path
-) -> tuple[PreparedData, int, str]:
+) -> tuple[PreparedData, int, int, str]:
     """`prepared` with the validation rows either model trained on marked `excluded` (a copy of split.csv under
-    out_dir; its own split_id, so caches do not mix), how many were, and who had trained on them."""
+    out_dir; its own split_id, so caches do not mix), how many rows are left and were excluded, and who had
+    trained on them."""
     split = sample_digests(prepared)
     val = split["split"] == "val"
     by_candidate = val & split["sha256"].isin(set(split.loc[split["split"] == "train", "sha256"]))
@@ -81,15 +82,17 @@ def unseen_split(
     out = by_candidate | by_production
     n_prod, n_cand = int(by_production.sum()), int(by_candidate.sum())
     who = f"{n_prod} trained on by production {production}, {n_cand} by the candidate"
-    if trained_on is None:
-        who = f"production {production} records no {TRAINING_FILE}: its training images NOT excluded; " + who
+    if trained_on is None:  # published before training lists: today's whole-split comparison, flagged
+        who = f"production {production} records no {TRAINING_FILE}: could not exclude its training images; "
+        who += f"{n_cand} by the candidate"
+    kept = int((val & ~out).sum())
     if not out.any():
-        return prepared, 0, who
+        return prepared, kept, 0, who
     out_dir.mkdir(parents=True, exist_ok=True)
     split.loc[out, "split"] = EXCLUDED
     split_csv = out_dir / "split.csv"
     split.drop(columns="sha256").to_csv(split_csv, index=False)
-    return replace(prepared, split_csv=str(split_csv)), int(out.sum()), who
+    return replace(prepared, split_csv=str(split_csv)), kept, int(out.sum()), who
 
 
 def _interval(cfg: RunConfig, prepared: PreparedData, candidate: dict, production: dict) -> tuple[float, float] | None:
@@ -120,13 +123,12 @@ def challenge(
         candidate = onnx_metrics_step(cfg, prepared, candidate_onnx)
         return ChampionEval(production, headline(cfg, candidate), n_images=candidate["n"], error=str(e))
     trained_on = training_list(registry, cfg.name, production, workdir)
-    unseen, n_excluded, who = unseen_split(prepared, production, trained_on, workdir / f"champion-{production}")
-    n_left = sum(prepared.counts["val"].values()) - n_excluded
+    unseen, n_left, n_excluded, who = unseen_split(prepared, production, trained_on, workdir / f"champion-{production}")
     result = ChampionEval(production, n_images=n_left, n_excluded=n_excluded, excluded=who)
     if n_left < cfg.gate.champion.min_images:
         return result
     candidate = onnx_metrics_step(cfg, unseen, candidate_onnx)
-    result.candidate_metrics, result.n_images = headline(cfg, candidate), candidate["n"]
+    result.candidate_metrics = headline(cfg, candidate)
     try:
         scored = onnx_metrics_step(cfg, unseen, path)
     except IncompatibleModel as e:
