@@ -36,6 +36,7 @@ def _in_tmp(tmp: Path) -> dict:
 def tiny_overrides(tmp: Path, **extra) -> dict:
     """The demo preset, shrunk: few images, 2 epochs, tmp paths, no progress bar."""
     shrunk = {"data.synthetic.per_class": 12, "train.epochs": 2, "train.batch_size": 16}
+    shrunk["gate.champion.min_images"] = 5  # ~10 validation images, not the 20 a real comparison wants
     return {**_in_tmp(tmp), **shrunk, **extra}
 
 
@@ -49,6 +50,7 @@ def tiny_seg_overrides(tmp: Path, **extra) -> dict:
         "eval.tile": 64,
         "train.epochs": 1,
         "train.batch_size": 4,
+        "gate.champion.min_images": 1,
     }
     return {**_in_tmp(tmp), **shrunk, **extra}
 

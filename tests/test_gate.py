@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -11,8 +12,10 @@ from torch import nn
 
 from ml.config.evaluation import ChampionConfig, GateConfig
 from ml.config.run import load_config
-from ml.data.prepare import prepare_dataset
+from ml.core.metrics import classification_metrics
+from ml.data.prepare import prepare_dataset, sample_digests
 from ml.evaluation.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
+from ml.evaluation.stats import paired_bootstrap, resampled_metric
 from ml.export.onnx import IncompatibleModel, export_onnx
 from ml.export.onnx_eval import evaluate_on_split, latency_on_split
 from ml.registry.champion import challenge
@@ -97,9 +100,53 @@ def test_champion_rule_compares_with_production(production, candidate, rules, pa
 
 
 def test_champion_rule_on_loss_wants_lower():
-    champ = ChampionEval("v1", {"loss": 0.52}, {"loss": 0.50})
+    champ = ChampionEval("v1", {"loss": 0.52}, {"loss": 0.50}, n_images=80)
     assert not champion_rule(champ, ChampionConfig(metric="loss")).passed
     assert champion_rule(champ, ChampionConfig(metric="loss", tolerance=0.05)).rule == "loss vs production <= 0.55"
+
+
+def test_champion_rule_refuses_to_judge_on_too_few_unseen_images():
+    seen = "30 trained on by production v1, 0 by the candidate"
+    champ = ChampionEval("v1", {"macro_f1": 0.9}, {"macro_f1": 0.5}, n_images=19, n_excluded=30, excluded=seen)
+    row = champion_rule(champ, ChampionConfig(min_images=20))
+    assert not row.passed and row.threshold is None
+    assert row.detail == f"refusing to judge production v1: 19 images, 30 excluded ({seen}), fewer than " + (
+        "gate.champion.min_images=20"
+    )
+    assert champion_rule(champ, ChampionConfig(min_images=19)).passed
+
+
+@pytest.mark.parametrize(
+    ("interval", "says"),
+    [
+        ((-0.02, 0.045), "candidate - production +0.0125, 95% CI [-0.0200, +0.0450]: no significant difference"),
+        ((0.004, 0.03), "candidate - production +0.0125, 95% CI [+0.0040, +0.0300]; 80 images"),
+        (None, "candidate - production +0.0125, no interval"),
+    ],
+)
+def test_champion_row_reads_the_difference_against_its_bootstrap_interval(interval, says):
+    champ = ChampionEval("v1", {"macro_f1": 0.8125}, {"macro_f1": 0.80}, n_images=80, interval=interval)
+    row = champion_rule(champ, ChampionConfig())
+    assert row.passed and says in row.detail  # the verdict is the point difference's; the interval informs it
+
+
+def test_paired_bootstrap_of_a_difference():
+    rows = [{"target": t, "pred": p, "loss": 0.1 * t} for t, p in [(0, 0), (1, 1), (2, 1), (3, 3), (0, 2)] * 8]
+    targets, preds = (np.array([r[k] for r in rows]) for k in ("target", "pred"))
+    probs = np.eye(4)[preds]  # argmax = pred
+    whole = np.arange(len(rows))[None]
+    for metric in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"):
+        stat = resampled_metric(rows, metric, 4)
+        expected = np.mean([r["loss"] for r in rows]) if metric == "loss" else None
+        if metric != "loss":
+            expected = classification_metrics(targets, probs, CLASSES)[metric]
+        assert stat(whole)[0] == pytest.approx(expected)  # the identity resample is the metric itself
+    assert resampled_metric(rows, "auroc", 4) is None
+    f1 = resampled_metric(rows, "macro_f1", 4)
+    assert paired_bootstrap(f1, f1, len(rows), 200, 0.95) == (0.0, 0.0)  # a model against itself: no difference
+    perfect = resampled_metric([{**r, "pred": r["target"]} for r in rows], "macro_f1", 4)
+    low, high = paired_bootstrap(perfect, f1, len(rows), 1000, 0.95)
+    assert 0 < low < high <= 1 and (low, high) == paired_bootstrap(perfect, f1, len(rows), 1000, 0.95)  # seeded
 
 
 def test_champion_rule_without_production_passes_and_says_so():
@@ -111,7 +158,8 @@ def test_champion_rule_fails_with_the_reason_when_production_is_not_comparable()
     champ = ChampionEval("v1", {"macro_f1": 0.9}, error="it predicts classes ['a', 'b'], this split has ['a', 'c']")
     row = champion_rule(champ, ChampionConfig())
     assert not row.passed and row.detail.startswith("production v1 not comparable: it predicts classes ['a', 'b']")
-    undefined = champion_rule(ChampionEval("v1", {"auroc": None}, {"auroc": 0.9}), ChampionConfig(metric="auroc"))
+    undefined = ChampionEval("v1", {"auroc": None}, {"auroc": 0.9}, n_images=80)
+    undefined = champion_rule(undefined, ChampionConfig(metric="auroc"))
     assert not undefined.passed and "undefined on this split" in undefined.detail
 
 
@@ -189,8 +237,29 @@ def test_same_model_as_production_scores_identically(split, tmp_path):
     champ = challenge(registry, cfg, prepared, onnx, production, tmp_path)
     assert champ.error is None and champ.n_images == sum(prepared.counts["val"].values())
     assert champ.candidate_metrics == champ.production_metrics  # same split, same code
-    assert champion_rule(champ, ChampionConfig(tolerance=0)).passed
+    row = champion_rule(champ, cfg.gate.champion.model_copy(update={"tolerance": 0}))
+    assert row.passed and champ.interval == (0.0, 0.0) and "no significant difference" in row.detail
+    # published before training lists: compared on the whole split as before, and the row says so
+    assert champ.n_excluded == 0 and f"production {production} records no training.txt: could not exclude" in row.detail
     assert evaluate_on_split(cfg, prepared, onnx)["accuracy"] == champ.candidate_metrics["accuracy"]
+
+
+def test_validation_images_production_trained_on_are_excluded_by_content(split, tmp_path):
+    cfg, prepared = split
+    digests = sample_digests(prepared)
+    val = digests[digests["split"] == "val"]
+    seen = tmp_path / "training.txt"  # production trained on 3 of this run's validation images (renamed copies)
+    seen.write_text("\n".join([*digests.loc[digests["split"] == "train", "sha256"], *val["sha256"][:3]]))
+    onnx = _onnx(tmp_path / "cand.onnx")
+    registry = Registry(open_store(cfg.storage.uri))
+    production = registry.publish("demo", {"model.onnx": onnx, "training.txt": seen}, {"classes": prepared.classes})
+    champ = challenge(registry, cfg, prepared, onnx, production, tmp_path)
+    assert (champ.n_images, champ.n_excluded) == (len(val) - 3, 3)
+    assert champ.excluded == f"3 trained on by production {production}, 0 by the candidate"
+    row = champion_rule(champ, cfg.gate.champion)
+    assert row.passed and f"{len(val) - 3} images, 3 excluded (3 trained on by production" in row.detail
+    refused = champion_rule(champ, cfg.gate.champion.model_copy(update={"min_images": len(val) - 2}))
+    assert not refused.passed and refused.detail.startswith(f"refusing to judge production {production}")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ race, rollback through the registry command line, and an S3 server killed in the
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,7 +18,11 @@ from torch import nn
 
 from flows.cli import registry as registry_cli
 from flows.retrain import GateFailed, retrain
+from ml.config.data import SyntheticConfig
 from ml.config.publishing import StorageConfig
+from ml.config.run import load_config
+from ml.data.prepare import prepare_dataset, sample_digests
+from ml.data.synthetic import make_shapes_dataset
 from ml.evaluation.gate import GateReport, RuleResult
 from ml.export.onnx import export_onnx
 from ml.monitoring.alerts import NotPromoted
@@ -289,3 +294,48 @@ def test_a_silent_endpoint_fails_reach_store_within_its_bound_without_prefect_re
         )
     assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("reach-store", 1)]
     assert not (tmp_path / "data").exists()
+
+
+def _grow(root: Path, tmp: Path, seed: int, renamed: int) -> None:
+    """Add 12 new generated images per class, and rename `renamed` original images per class (new names, new
+    groups: some land in val although production trained on their content)."""
+    extra = make_shapes_dataset(tmp / f"extra-{seed}", SyntheticConfig(per_class=12, seed=seed))
+    for cls in CLASSES:
+        for src in sorted((extra / cls).iterdir()):
+            shutil.copy(src, root / cls / f"s{seed}-{src.name}")
+        for src in sorted((root / cls).glob("[0-9]*.png"))[:renamed]:
+            src.rename(root / cls / f"renamed{seed}-{src.name}")
+
+
+def _expected_exclusion(registry: Registry, over: dict, run: dict, production: str, tmp: Path) -> tuple[int, int]:
+    """(used, excluded) recomputed from the split (hash-stable: the run's own) and both versions' training.txt."""
+    cfg = load_config("demo", over)
+    digests = sample_digests(prepare_dataset(cfg.data, tmp / f"check-{run['version']}"))
+    val = digests.loc[digests["split"] == "val", "sha256"]
+    trained = set()
+    for version in (production, run["version"]):
+        trained |= set(registry.fetch("demo", version, "training.txt", tmp / f"{version}.txt").read_text().split())
+    return int((~val.isin(trained)).sum()), int(val.isin(trained).sum())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_champion_compares_only_on_images_neither_trained_on_across_a_growing_dataset(tmp_path: Path):
+    over = tiny_overrides(tmp_path, **{"train.epochs": 1})
+    registry = Registry(open_store(over["storage.uri"]))
+    first = retrain("demo", over)  # 12 images a class, one epoch
+    assert first["promoted"] and "nothing to beat" in _row(first, "macro_f1 vs production")["detail"]
+    trained = registry.fetch("demo", first["version"], "training.txt", tmp_path / "first.txt").read_text().split()
+    train_counts = registry.metadata("demo", first["version"])["dataset"]["counts"]["train"]
+    assert trained == sorted(set(trained)) and len(trained) == sum(train_counts.values())  # distinct images
+    for seed in (1, 2):  # two more retrains, each on more images of the same kind, trained longer
+        _grow(Path(over["data.root"]), tmp_path, seed, renamed=6)
+        production = registry.get_alias("demo", PRODUCTION)["version"]
+        run = retrain("demo", {**over, "train.epochs": 2 + 2 * seed})  # a failed gate would raise GateFailed
+        champion = registry.metadata("demo", run["version"])["champion"]
+        used, excluded = _expected_exclusion(registry, over, run, production, tmp_path)
+        assert (champion["n_images"], champion["n_excluded"]) == (used, excluded) and excluded > 0
+        assert champion["excluded"] == f"{excluded} trained on by production {production}, 0 by the candidate"
+        detail = _row(run, "macro_f1 vs production")["detail"]
+        assert f"{used} images, {excluded} excluded ({champion['excluded']})" in detail and "CI [" in detail
+        assert run["promoted"]  # more images of the same kind, trained longer: better than the one before

@@ -49,13 +49,18 @@ class EvalConfig(Section):
 
 
 class ChampionConfig(Section):
-    """Challenger vs champion: the candidate and the production model, both run through onnxruntime on this
-    run's validation split, compared on `metric` (for `loss`, lower is better)."""
+    """Challenger vs champion: the candidate and the production model, both run through onnxruntime on the
+    validation images neither trained on (production's list is its version's training.txt), compared on `metric`
+    (for `loss`, lower is better). Pass/fail reads the point difference; the bootstrap interval says how much of
+    it is noise."""
 
     enabled: bool = True
     metric: str = "macro_f1"  # unset: TASK_METRIC of model.task (macro_f1, or f1 for segment), resolved by RunConfig
     tolerance: float = Field(0.01, ge=0)  # the candidate may be this much worse than production
     min_delta: float | None = Field(None, gt=0)  # if set, the candidate must beat production by this much
+    min_images: int = Field(20, ge=1)  # fewer evaluation images left after exclusion: the rule refuses to judge
+    bootstrap: int = Field(1000, ge=0)  # paired resamples of the images for the interval on the difference; 0: none
+    confidence: float = Field(0.95, gt=0, lt=1)  # of that interval
 
     @field_validator("metric")
     @classmethod

@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ml.config.data import DataConfig
+from ml.core.files import sha256_file
 from ml.data.errors import DatasetError
 from ml.data.layouts import class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits
@@ -128,3 +130,25 @@ def prepare_dataset(cfg: DataConfig, out_dir: Path) -> PreparedData:
     classes = class_names(frame, cfg)
     check_basic(frame, cfg, classes)
     return write_prepared(split_frame(frame, cfg), cfg, classes, out_dir, generated)
+
+
+def sample_digests(prepared: PreparedData) -> pd.DataFrame:
+    """split.csv with each sample's content sha256 (npy rows: the row's bytes, as the profile hashes them): what
+    a version's training list holds, so a renamed or moved copy of an image is still the same image."""
+    split = pd.read_csv(prepared.split_csv, keep_default_na=False)
+    known: dict[tuple[str, int], str] = {}
+    if prepared.profile:
+        profile = pd.read_parquet(prepared.profile, columns=["path", "row", "sha256"])
+        known = dict(zip(zip(profile["path"], profile["row"], strict=True), profile["sha256"], strict=True))
+
+    def digest(key: tuple[str, int]) -> str:
+        if key in known:
+            return known[key]
+        path, row = key
+        if row < 0:
+            return sha256_file(path)
+        return hashlib.sha256(np.ascontiguousarray(np.load(path, mmap_mode="r")[row]).tobytes()).hexdigest()
+
+    keys = list(zip(split["path"], split["row"].astype(int), strict=True))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return split.assign(sha256=list(pool.map(digest, keys)))

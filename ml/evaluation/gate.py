@@ -5,8 +5,8 @@
 
 Rules (GateConfig): absolute (`min`/`max`), per class (`per_class_min`), bias (`max_class_share`), cost
 (`max_model_mb`, `max_latency_ms`), int8 vs fp32 (`max_quantized_drop`) and champion/challenger (`champion`:
-candidate vs production, both scored by ml.registry.champion on the same validation split). Measuring happens elsewhere;
-nothing here reads files.
+candidate vs production, both scored by ml.registry.champion on the validation images neither trained on).
+Measuring happens elsewhere; nothing here reads files.
 """
 
 from __future__ import annotations
@@ -68,12 +68,15 @@ class Candidate:
 
 @dataclass
 class ChampionEval:
-    """Candidate and production scored by the same code on the same split (ml.registry.champion.challenge)."""
+    """Candidate and production scored by the same code on the same images (ml.registry.champion.challenge)."""
 
     production_version: str | None  # what `production` pointed at when the run read it; None: nothing yet
     candidate_metrics: dict[str, float | None] = field(default_factory=dict)
     production_metrics: dict[str, float | None] = field(default_factory=dict)
-    n_images: int = 0
+    n_images: int = 0  # evaluation images both were scored on
+    n_excluded: int = 0  # validation images left out because one of the two trained on them
+    excluded: str = ""  # who trained on those, or why production's training could not be excluded (no list)
+    interval: tuple[float, float] | None = None  # paired bootstrap of candidate - production on the rule's metric
     error: str | None = None  # why production could not be scored (other classes, other input, broken file)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,7 +152,10 @@ def quantization_rules(quantization: dict[str, Any] | None, max_drop: float | No
 def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
     """Candidate vs production on `rules.metric`: not worse by more than `tolerance` (or better by `min_delta`).
 
-    Passes, saying so, when nothing is in production; fails with the reason when production cannot be scored.
+    Passes, saying so, when nothing is in production; fails with the reason when production cannot be scored or
+    fewer than `min_images` evaluation images are left once the images either model trained on are excluded.
+    The verdict reads the point difference, as before; the bootstrap interval beside it says whether that
+    difference is distinguishable from noise (a tolerance inside the noise is a coin toss, and the row says so).
     """
     metric, prod = rules.metric, champion.production_version
     measured = champion.candidate_metrics.get(metric)
@@ -158,6 +164,10 @@ def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
         return RuleResult(name, None, measured, True, "no production model yet: nothing to beat")
     if champion.error:
         return RuleResult(name, None, measured, False, f"production {prod} not comparable: {champion.error}")
+    images = f"{champion.n_images} images, {champion.n_excluded} excluded ({champion.excluded})"
+    if champion.n_images < rules.min_images:
+        why = f"refusing to judge production {prod}: {images}, fewer than gate.champion.min_images={rules.min_images}"
+        return RuleResult(name, None, measured, False, why)
     base = champion.production_metrics.get(metric)
     if base is None or measured is None:
         return RuleResult(name, None, measured, False, f"{metric} undefined on this split (production {prod})")
@@ -165,8 +175,18 @@ def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
     margin = rules.min_delta if rules.min_delta is not None else -rules.tolerance
     threshold = base + sign * margin
     how = f"beat by >= {rules.min_delta:g}" if rules.min_delta is not None else f"tolerance {rules.tolerance:g}"
-    detail = f"production {prod}: {base:.4f} ({how}; {champion.n_images} images, same split, same code)"
+    detail = f"production {prod}: {base:.4f} ({how}); {difference(measured - base, champion.interval, rules)}; {images}"
     return _compare(name, ">=" if sign > 0 else "<=", threshold, measured, detail)
+
+
+def difference(diff: float, interval: tuple[float, float] | None, rules: ChampionConfig) -> str:
+    """`candidate - production +0.0125, 95% CI [-0.0200, +0.0450]: no significant difference`."""
+    text = f"candidate - production {diff:+.4f}"
+    if interval is None:
+        return f"{text}, no interval ({rules.metric} has no per-image resampling or gate.champion.bootstrap=0)"
+    low, high = interval
+    text += f", {rules.confidence:.0%} CI [{low:+.4f}, {high:+.4f}]"
+    return text + (": no significant difference" if low <= 0 <= high else "")
 
 
 def evaluate_gate(candidate: Candidate, champion: ChampionEval, rules: GateConfig) -> GateReport:

@@ -17,7 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ml.config.run import RunConfig
-from ml.core.metrics import classification_metrics
+from ml.core.metrics import classification_metrics, decision_threshold
+from ml.core.thresholds import decide
 from ml.data.prepare import PreparedData
 from ml.evaluation.classifier import decided_on_split
 from ml.export.onnx import IncompatibleModel, open_session
@@ -73,9 +74,18 @@ def evaluate_onnx(
 
 def evaluate_on_split(cfg: RunConfig, prepared: PreparedData, path: Path, side: str = "val") -> dict[str, Any]:
     """Metrics at eval.decision: a binary threshold is chosen on this split for each model scored (the candidate
-    and production alike), so neither gets a threshold tuned elsewhere."""
+    and production alike), so neither gets a threshold tuned elsewhere. `per_image` (target, prediction at that
+    decision, log loss) is what the champion's paired bootstrap resamples."""
     images, targets = load_split(cfg, prepared, side)
-    return decided_on_split(cfg, prepared, side, targets, class_probs(path, images, prepared.classes))
+    probs = class_probs(path, images, prepared.classes)
+    metrics = decided_on_split(cfg, prepared, side, targets, probs)
+    preds = decide(probs, decision_threshold(metrics))
+    clipped = np.clip(probs, 1e-12, 1.0)  # as classification_metrics' log loss, whose mean these are
+    losses = -np.log(clipped[np.arange(len(targets)), targets] / clipped.sum(axis=1))
+    rows = [
+        {"target": int(t), "pred": int(p), "loss": float(x)} for t, p, x in zip(targets, preds, losses, strict=True)
+    ]
+    return metrics | {"per_image": rows}
 
 
 def latency_ms(path: Path, images: np.ndarray, warmup: int = 3) -> float:

@@ -13,6 +13,7 @@ import torch
 from ml.config.run import RunConfig
 from ml.core.files import PROJECT_ROOT
 from ml.evaluation.gate import GateReport
+from ml.registry.champion import TRAINING_FILE, write_training_list
 from ml.registry.records import RunRecords
 from ml.registry.versions import PRODUCTION, AliasConflict, Registry
 
@@ -63,9 +64,9 @@ def version_metadata(cfg: RunConfig, **records: Any) -> dict[str, Any]:
 def run_files(
     cfg: RunConfig, records: RunRecords, report_md: Path, extra: dict[str, Path] | None = None
 ) -> dict[str, Path]:
-    """A retrain's version files by their name in the version: model, config, metrics, history, report, plots
-    and `extra` (a classifier's drift reference: ml.monitoring.reference.ReferenceFiles.files()). Writes
-    config.json."""
+    """A retrain's version files by their name in the version: model, config, metrics, history, report, plots,
+    the training list later champion comparisons exclude (ml.registry.champion) and `extra` (a classifier's
+    drift reference: ml.monitoring.reference.ReferenceFiles.files()). Writes config.json and training.txt."""
     run_dir = Path(records.exported.path).parent
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
     return {
@@ -74,6 +75,7 @@ def run_files(
         "metrics.json": Path(records.evaluation.metrics_path),
         "history.json": run_dir / "history.json",
         "report.md": report_md,
+        TRAINING_FILE: write_training_list(records.prepared, run_dir),
         **{f"plots/{name}.png": Path(p) for name, p in records.evaluation.plots.items()},
         **(extra or {}),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml.evaluation.gate import GateReport, scalar_metrics
+from ml.evaluation.gate import ChampionEval, GateReport, scalar_metrics
 from ml.registry.records import RunRecords
 
 
@@ -125,11 +125,19 @@ def run_facts(records: RunRecords, unit: str) -> dict[str, str]:
         "device": trained.device,
         "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
         "onnx": onnx,
-        "compared with production": records.champion.production_version or "none (first version)",
+        "compared with production": compared_with(records.champion),
     }
     evaluation = records.evaluation
     decision = evaluation.metrics["decision"] if evaluation.threshold is not None else None
     return facts | ({"decision": decision_text(decision)} if decision else {})
+
+
+def compared_with(champion: ChampionEval) -> str:
+    """Which production version, on how many evaluation images, and which were left out and why."""
+    if champion.production_version is None:
+        return "none (first version)"
+    used = f"{champion.n_images} images, {champion.n_excluded} excluded"
+    return f"{champion.production_version} on {used} ({champion.excluded})"
 
 
 def summary_markdown(summary: dict[str, Any], report: str) -> str:
