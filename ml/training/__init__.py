@@ -1,6 +1,7 @@
 """Stage 3, training: from a prepared split to best.pt / last.pt, on CPU, one GPU or several (DDP).
 
-step.py          train_step: the kind's trainer (TRAINERS), split-change guard, GPU placement
+step.py          train_step: the kind's trainer (TRAINERS), GPU placement
+run_dirs.py      the run folder keyed by split and training config: resume across processes, published = done
 classifier.py    classifier training: cached resized splits, datasets, train_classifier
 segmenter.py     segmenter training on crops, validated on whole pages (pages.py)
 loop.py          fit: the epoch loop, its typed state (LoopState), checkpoints and resume
