@@ -8,7 +8,7 @@ loop.py          fit: the epoch loop, its typed state (LoopState), checkpoints a
 budget.py        learning-rate schedules and the time budget they are fitted to
 samplers.py      balanced class weights and the class-balanced sampler
 datasets.py / augment.py   in-memory torch datasets and albumentations pipelines
-models.py / small_nets.py / torchvision_shim.py   the model factory (timm, U-Net) and small-image networks
+models.py / small_nets.py   the model factory (timm, U-Net) and small-image networks
 losses.py / mixup.py / checkpoint.py   losses, MixUp, crash-safe checkpoints
 distributed.py / ranks.py / gpus.py   DDP processes, rank helpers, which GPUs a training takes
 """
