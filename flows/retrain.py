@@ -8,6 +8,8 @@ No server is needed (Prefect runs an ephemeral one); with PREFECT_API_URL set, t
 The last stdout line is a JSON summary; the exit code is 0 when a version was published and promoted,
 1 when validation, training or the gate failed or another run promoted first, 2 for a bad configuration.
 A failed gate, a regression against production or a crash sends an alert (Prefect event + webhook).
+Training happens in <storage.workdir>/<model>/<split id>-<training-config hash>/: run again after its process
+died, a retrain of the same data and config continues after the last finished epoch; once published, it is done.
 """
 
 from __future__ import annotations
