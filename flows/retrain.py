@@ -8,6 +8,8 @@ No server is needed (Prefect runs an ephemeral one); with PREFECT_API_URL set, t
 The last stdout line is a JSON summary; the exit code is 0 when a version was published and promoted,
 1 when validation, training or the gate failed or another run promoted first, 2 for a bad configuration.
 A failed gate, a regression against production or a crash sends an alert (Prefect event + webhook).
+Training happens in <storage.workdir>/<model>/<split id>-<training-config hash>/: run again after its process
+died, a retrain of the same data and config continues after the last finished epoch; once published, it is done.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ml.config.run import RunConfig, load_config
 from ml.monitoring.alerts import NotPromoted
 from ml.registry.records import RunRecords
 from ml.registry.report import summary_markdown
+from ml.training.run_dirs import mark_published
 from tasks.alerts import send_alerts
 from tasks.data import validate_data
 from tasks.evaluation import (
@@ -40,7 +43,7 @@ from tasks.evaluation import (
 from tasks.monitoring import drift_reference
 from tasks.registry import promote_model, publish_model, reach_store, read_production
 from tasks.reporting import publish_artifacts, write_report
-from tasks.training import train_model
+from tasks.training import run_folder, train_model
 
 
 class _Verdict(NotPromoted):
@@ -69,9 +72,9 @@ class PromotionLost(_Verdict):
         super().__init__(summary["promotion"], summary)
 
 
-def run_dir_for(cfg: RunConfig) -> Path:
-    """One directory per flow run: a Prefect retry of the same run finds its checkpoints again."""
-    return cfg.storage.workdir / cfg.name / str(flow_run.get_id() or uuid.uuid4())
+def scratch_dir_for(cfg: RunConfig) -> Path:
+    """Where this flow run validates: the run folder is keyed by the split, known only after validation."""
+    return cfg.storage.workdir / cfg.name / f"validate-{flow_run.get_id() or uuid.uuid4()}"
 
 
 @alerting_flow("retrain", named_by="preset")
@@ -83,15 +86,17 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
         overrides: dotted config keys over the preset, e.g. {"train.epochs": 2, "gate.min.accuracy": 0.9}.
     """
     cfg = load_config(preset, overrides)  # a bad key or value fails here, before any work
-    run_dir = run_dir_for(cfg)
     reach_store(cfg)  # a wrong endpoint, bucket or credentials fail here, not after training
 
     # 1. data: index, check, split (stops the run on unreadable images or empty classes)
-    validated = validate_data(cfg, run_dir, return_state=True)
+    scratch = scratch_dir_for(cfg)
+    validated = validate_data(cfg, scratch, return_state=True)
     if validated.is_failed():
         return failed_with(validated.result(raise_on_failure=False))  # the failed rules and their files
-    prepared = validated.result()
-    # 2. train: best checkpoint by train.monitor, resumable
+    # 2. train in <workdir>/<model>/<split id>-<config hash>/: continues an unpublished run of the same data and
+    #    config from its last epoch, whichever process ran it; best checkpoint by train.monitor
+    folder = run_folder(cfg, validated.result(), scratch)
+    prepared, run_dir = folder.prepared, folder.path
     trained = train_model(cfg, prepared, run_dir)
     # 3. evaluate on the validation split
     evaluation = evaluate_model(cfg, prepared, trained, run_dir)
@@ -111,6 +116,7 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     # what flows.monitor compares production with, predicted at the version's decision threshold
     reference = drift_reference(cfg, prepared, exported, run_dir, shipped.threshold)
     published = publish_model(cfg, records, report_md, reference)
+    mark_published(run_dir, published.version)  # done: the next run of this data and config trains afresh
     promotion = promote_model(cfg, published.version, gate, production)
 
     summary = {
@@ -123,6 +129,12 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
         "metrics": shipped.scalars(),
         "store": cfg.storage.uri,
         "version_uri": published.version_uri,
+        "training": {
+            "run_dir": str(run_dir),
+            "run_folder": folder.why,
+            "resumed_from": trained.resumed_from,
+            "epochs_run": trained.epochs_run,
+        },
     }
     publish_artifacts(cfg.name, shipped, gate, summary_markdown(summary, report_md.read_text()))
     # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)

@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from ml.config.run import PRESET_DIR, RunConfig, apply_overrides, load_config, parse_override
+from ml.config.training import SMALL_NETS
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
@@ -24,6 +25,24 @@ def test_overrides_are_typed_and_nested():
 def test_unknown_key_fails_with_pydantic_message():
     with pytest.raises(ValidationError, match="epochz"):
         load_config("demo", ["train.epochz=2"])
+
+
+def test_an_unknown_model_fails_at_load_naming_real_close_names():
+    with pytest.raises(ValidationError, match=r"unknown model 'resnet18x'.*close names: \['resnet18', ") as err:
+        load_config("demo", ["model.name=resnet18x"])
+    assert "model.name" in str(err.value)
+    with pytest.raises(ValidationError, match=r"close names: \['vf_cnn_small', "):
+        load_config("demo", ["model.name=vf_cnn_smal"])
+    assert load_config("demo", ["model.name=resnet20_cifar"]).model.name == "resnet20_cifar"
+    assert load_config("demo", ["model.name=resnet18.a1_in1k"]).model.name == "resnet18.a1_in1k"  # a pretrained tag
+
+
+def test_the_small_nets_config_knows_are_the_ones_training_registers():
+    import timm
+
+    import ml.training.models  # noqa: F401  (registers ml.training.small_nets)
+
+    assert sorted(timm.list_models(module="small_nets")) == sorted(SMALL_NETS)
 
 
 def test_bad_value_fails():

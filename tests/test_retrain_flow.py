@@ -3,8 +3,10 @@
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from flows.retrain import GateFailed, retrain
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
+from ml.training.checkpoint import load_checkpoint
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +60,52 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _sets(overrides: dict) -> list[str]:
+    sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in overrides.items()]
+    return ["--preset", "demo", *[a for s in sets for a in ("--set", s)]]
+
+
+def _summary(out: subprocess.CompletedProcess, codes: tuple[int, ...] = (0,)) -> dict:
+    """The JSON last line of a run that exited with one of `codes` (1: published, not promoted)."""
+    assert out.returncode in codes, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _epoch_saved(runs: Path, proc: subprocess.Popen, timeout_s: float = 240) -> int:
+    """The epoch of the first last.pt under runs/ that holds epoch 2 or later (polled as the process trains)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        for last in runs.glob("*/*/last.pt"):
+            if (epoch := load_checkpoint(last)["epoch"]) >= 2:
+                return epoch
+        time.sleep(0.05)
+    raise AssertionError(f"no epoch-2 checkpoint under {runs} (exit code {proc.poll()})")
+
+
+@pytest.mark.slow
+def test_a_retrain_killed_mid_training_resumes_in_a_new_process(tmp_path):
+    over = tiny_overrides(tmp_path, **{"train.epochs": 6, "data.synthetic.per_class": 24})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.retrain", *_sets(over)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the ephemeral Prefect server dies with it
+    )
+    try:
+        killed_after = _epoch_saved(tmp_path / "runs", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    resumed = _summary(_cli(*_sets(over)))["training"]
+    assert killed_after <= resumed["resumed_from"] < 6 and resumed["epochs_run"] == 6  # at most one epoch lost
+    assert resumed["run_folder"].startswith("resuming ")
+    fresh = _summary(_cli(*_sets({**over, "train.lr": 0.01})), codes=(0, 1))["training"]  # it may lose to the first
+    assert fresh["resumed_from"] is None and fresh["run_dir"] != resumed["run_dir"]
+    assert "config changed (train.lr 0.002 -> 0.01)" in fresh["run_folder"]
+
+
 def test_cli_rejects_a_bad_key_before_any_work(tmp_path):
     out = _cli("--preset", "demo", "--set", "train.epochz=2", "--set", f"storage.workdir={tmp_path}/runs")
     assert out.returncode == 2
@@ -64,11 +113,15 @@ def test_cli_rejects_a_bad_key_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_cli_rejects_an_unknown_model_before_any_flow_run(tmp_path):
+    out = _cli("--preset", "demo", "--set", "model.name=resnet18x", "--set", f"storage.workdir={tmp_path}/runs")
+    assert out.returncode == 2
+    assert "unknown model 'resnet18x'" in out.stderr and "close names: ['resnet18'," in out.stderr
+    assert not (tmp_path / "runs").exists() and "Beginning flow run" not in out.stdout + out.stderr
+
+
 @pytest.mark.slow
 def test_cli_last_line_is_a_json_summary(tmp_path):
-    sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in tiny_overrides(tmp_path).items()]
-    out = _cli("--preset", "demo", *[a for s in sets for a in ("--set", s)], "--store", f"file://{tmp_path}/s3")
-    assert out.returncode == 0, out.stderr[-2000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = _summary(_cli(*_sets(tiny_overrides(tmp_path)), "--store", f"file://{tmp_path}/s3"))
     assert summary["promoted"] and summary["store"] == f"file://{tmp_path}/s3"
     assert Path(summary["version_uri"].removeprefix("file://"), "model.onnx").is_file()

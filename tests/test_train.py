@@ -14,6 +14,7 @@ from ml.training.budget import fit_schedule_to_budget
 from ml.training.checkpoint import load_checkpoint
 from ml.training.classifier import datasets
 from ml.training.loop import fit
+from ml.training.run_dirs import claim_run_dir, mark_published
 from ml.training.samplers import class_weights
 from ml.training.step import train_step
 from tests.conftest import tiny_overrides
@@ -49,18 +50,32 @@ def test_resume_continues_after_the_last_finished_epoch(tiny_cfg, prepared, tmp_
     assert json.loads((run_dir / "history.json").read_text())[-1]["epoch"] == 3
 
 
-def test_a_run_resumes_only_on_the_split_its_checkpoints_came_from(tiny_cfg, tmp_path):
-    run_dir = tmp_path / "run"
-    first = train_step(tiny_cfg, prepare_dataset(tiny_cfg.data, tmp_path / "prep"), run_dir)
-    assert train_step(tiny_cfg, prepare_dataset(tiny_cfg.data, tmp_path / "prep"), run_dir).resumed_from == 2
-    # a retried flow run re-validated data that changed meanwhile: no resume on the old checkpoints, kept aside
-    moved = tiny_cfg.data.model_copy(update={"val_fraction": 0.4})
-    prepared = prepare_dataset(moved, tmp_path / "prep")
-    again = train_step(tiny_cfg, prepared, run_dir)
-    assert again.resumed_from is None and len(again.history) == tiny_cfg.train.epochs
-    [stale] = run_dir.glob("stale-*")
-    assert {p.name for p in stale.iterdir()} == {"last.pt", "best.pt"} and first.epochs_run == 2
-    assert (run_dir / "split.id").read_text() == prepared.split_id
+def test_a_run_folder_is_keyed_by_the_split_and_the_training_config(tmp_path):
+    scratch = tmp_path / "validate"
+
+    def claim(**over):
+        cfg = load_config("demo", tiny_overrides(tmp_path, **over))
+        return cfg, claim_run_dir(cfg, prepare_dataset(cfg.data, scratch), scratch)
+
+    cfg, first = claim()
+    assert first.why == "fresh: first run of this model here" and first.path.parent == tmp_path / "runs" / "demo"
+    assert Path(first.prepared.split_csv) == first.path / "split.csv" and not scratch.exists()
+    train_step(cfg, first.prepared, first.path)
+
+    cfg, again = claim(**{"gate.min": {"accuracy": 0.5}, "alerts.webhook_url": "https://example.com/hook"})
+    assert again.path == first.path and again.why == f"resuming {first.path.name}"  # the gate is not training
+    assert train_step(cfg, again.prepared, again.path).resumed_from == cfg.train.epochs
+
+    _, lr = claim(**{"train.lr": 0.01})
+    assert lr.path != first.path and lr.why.startswith("fresh: config changed (train.lr 0.002 -> 0.01) since")
+    _, data = claim(**{"data.val_fraction": 0.4})
+    assert data.path.name.split("-")[0] != first.path.name.split("-")[0] and "fresh: data changed (split" in data.why
+
+    mark_published(first.path, "v1")  # a finished run is not resumed: it moves aside, the key starts over
+    _, done = claim()
+    assert done.path == first.path and done.why == f"fresh: {first.path.name} was published as v1 (moved aside)"
+    assert (tmp_path / "runs" / "demo" / f"{first.path.name}-published-v1" / "last.pt").is_file()
+    assert not (done.path / "last.pt").exists()
 
 
 def test_no_resume_starts_over(tiny_cfg, prepared, tmp_path):

@@ -1,6 +1,8 @@
-"""The train task under real Prefect: a retry after a failure mid-training continues from the last checkpoint."""
+"""The train task under real Prefect: a retry after a transient failure mid-training continues from the last
+checkpoint; a data or config error is not retried."""
 
 import errno
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 import ml.training.loop
+from ml.data.errors import DatasetError
 from ml.data.prepare import prepare_dataset
 from tasks.gpus import GPU_LIMIT, on_gpus
 from tasks.training import train_model
@@ -42,6 +45,25 @@ def test_a_retry_resumes_after_the_last_finished_epoch(tiny_cfg, tmp_path, monke
     assert result.resumed_from == 1  # the retry loaded epoch 1's checkpoint ...
     assert [h["epoch"] for h in result.history] == [1, 2]  # ... and ran only epoch 2 again
     assert result.epochs_run == 2
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_data_error_in_training_is_not_retried(tiny_cfg, tmp_path):
+    prepared = prepare_dataset(tiny_cfg.data, tmp_path / "prep")
+    broken = Path(prepared.split_csv).read_text().splitlines()[1].split(",")[0]
+    Path(broken).write_bytes(b"not a png")  # broken after validation: training cannot decode it, twice alike
+    seen = {}
+
+    @flow
+    def train_flow():
+        state = train_model.with_options(retry_delay_seconds=0)(tiny_cfg, prepared, tmp_path / "run", return_state=True)
+        seen["error"], seen["task_run"] = state.result(raise_on_failure=False), state.state_details.task_run_id
+
+    train_flow()
+    assert isinstance(seen["error"], DatasetError) and broken in str(seen["error"])
+    with get_client(sync_client=True) as client:
+        assert client.read_task_run(seen["task_run"]).run_count == 1
 
 
 @pytest.mark.gpu

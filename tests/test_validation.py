@@ -193,6 +193,12 @@ def test_empty_class_folder_fails_naming_it(tmp_path: Path) -> None:
     assert list(found) == ["dataset layout and split"] and str(root / "empty") in found["dataset layout and split"]
 
 
+def test_a_data_class_not_on_disk_fails_naming_the_classes_found(tmp_path: Path) -> None:
+    tree(tmp_path / "data", {"a": 4, "b": 4})
+    found = failed(validate(tmp_path, **{"data.classes": ["a", "zebra"]}))["dataset layout and split"]
+    assert "class(es) ['zebra'] not found" in found and "found ['a', 'b']" in found
+
+
 def test_one_class_fails(tmp_path: Path) -> None:
     tree(tmp_path / "data", {"only": 8})
     found = failed(validate(tmp_path))

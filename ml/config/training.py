@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ml.config.section import Section
+from ml.core.torchvision_shim import ensure_torchvision
 
 SEGMENT_LOSSES = ("bce", "dice", "focal", "edge")
+# the networks ml.training.small_nets registers in timm (a later stage: named here, checked there by a test)
+SMALL_NETS = ("vf_cnn_small", "resnet20_cifar")
+
+
+@functools.cache
+def timm_models() -> tuple[str, ...]:
+    """timm's model names; imported on first use, so a config that is never checked does not load torch."""
+    ensure_torchvision()
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def unknown_model(name: str) -> str | None:
+    """None for a timm model (a pretrained tag like resnet18.a1_in1k included) or a small net; else why not,
+    with the close names that exist."""
+    if name in SMALL_NETS or name.split(".")[0] in timm_models():
+        return None
+    close = difflib.get_close_matches(name, (*SMALL_NETS, *timm_models()), n=5)
+    return f"unknown model {name!r} (not in timm nor {list(SMALL_NETS)}); close names: {close}"
 
 
 class AugmentConfig(Section):
@@ -40,6 +63,14 @@ class ModelConfig(Section):
     # finds defects a few pixels wide that a pooled head averages away
     head: Literal["pool", "map"] = "pool"
     drop_rate: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        """A mistyped name fails at config load (exit 2), not after validating the data and a retry."""
+        if why := unknown_model(name):
+            raise ValueError(why)
+        return name
 
 
 class TrainConfig(Section):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.config.training import ModelConfig
-from ml.training.torchvision_shim import ensure_torchvision
+from ml.core.torchvision_shim import ensure_torchvision
 
 ensure_torchvision()
 import segmentation_models_pytorch as smp  # noqa: E402  (imports timm and torchvision too)
@@ -77,12 +77,8 @@ class MapClassifier(ImageClassifier):
 
 def build_model(cfg: ModelConfig, in_chans: int, num_classes: int) -> ImageClassifier:
     """A timm classifier by name, or for task=segment a U-Net whose logits are num_classes x H x W (1: binary).
-
-    An unknown name fails loudly with timm's close matches.
+    (ModelConfig has checked the name against timm's registry and ml.training.small_nets.)
     """
-    if not timm.is_model(cfg.name):
-        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
-        raise ValueError(f"unknown model {cfg.name!r}; similar timm models: {close}")
     if cfg.task == "segment":
         return _unet(cfg, in_chans, num_classes)
     if cfg.head == "map":
