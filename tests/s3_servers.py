@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,9 @@ def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
             proc.wait()
 
 
-class _Listener:
-    """A TCP listener on 127.0.0.1 whose accept loop and per-connection threads stop at ``close()``."""
+class _Listener(ABC):
+    """A TCP listener on 127.0.0.1 whose accept loop and per-connection threads stop at ``close()``; a subclass
+    says what a connection gets (``serve``)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -137,8 +139,9 @@ class _Listener:
             self._conns.append(conn)
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
+    @abstractmethod
     def serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+        """Answer (or not) one accepted connection, on its own thread."""
 
     def _recv(self, conn: socket.socket) -> bytes | None:
         """Bytes from `conn`; b"" when it closed or we stop; None when nothing came within 0.1 s."""
