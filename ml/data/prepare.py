@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ml.config.data import DataConfig
-from ml.core.files import sha256_file
+from ml.core.files import sha256_bytes, sha256_file
 from ml.data.errors import DatasetError
 from ml.data.layouts import class_names, dataset_fingerprint, index_dataset, load_image
 from ml.data.splits import assign_splits
@@ -147,7 +147,7 @@ def sample_digests(prepared: PreparedData) -> pd.DataFrame:
         path, row = key
         if row < 0:
             return sha256_file(path)
-        return hashlib.sha256(np.ascontiguousarray(np.load(path, mmap_mode="r")[row]).tobytes()).hexdigest()
+        return sha256_bytes(np.ascontiguousarray(np.load(path, mmap_mode="r")[row]).tobytes())
 
     keys = list(zip(split["path"], split["row"].astype(int), strict=True))
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -38,7 +38,7 @@ import pandas as pd
 from ml.config.production import LabelingConfig, MonitorConfig
 from ml.core.files import sha256_file
 from ml.core.tiling import onnx_predictor
-from ml.data.prepare import PreparedData
+from ml.data.prepare import PreparedData, sample_digests
 from ml.export.onnx import open_session
 from ml.labeling.labelstudio import brush_result, choices_result, label_config, labelstudio_task
 from ml.labeling.scored_pool import PoolFiles, scored_items, thumbnail
@@ -74,22 +74,13 @@ def training_digests(root: Path, workers: int = 4) -> set[str] | None:
         return set(pool.map(lambda item: sha256_file(item.file), local_images(root))) or None
 
 
-def dataset_digests(prepared: PreparedData) -> set[str]:
-    """sha256 of a prepared dataset's image files: from its profile when validation made one, else read."""
-    if prepared.profile:
-        profile = pd.read_parquet(prepared.profile, columns=["row", "sha256"])
-        return set(profile.loc[profile["row"] < 0, "sha256"].dropna())
-    split = pd.read_csv(prepared.split_csv, keep_default_na=False)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return set(pool.map(sha256_file, sorted(set(split.loc[split["row"] < 0, "path"]))))
-
-
 def labels_from_batches(store: ArtifactStore, model: str, prepared: PreparedData) -> dict[str, int]:
     """How many of the dataset's images each labeling batch supplied: {batch: count}, {} when none did."""
     queued = earlier_selections(store, model)
     if queued.empty:
         return {}
-    found = queued[queued["sha256"].isin(dataset_digests(prepared))].drop_duplicates("sha256")
+    images = sample_digests(prepared).query("row < 0")["sha256"]  # image files; npy rows are not
+    found = queued[queued["sha256"].isin(set(images))].drop_duplicates("sha256")
     return {str(b): int(n) for b, n in found["batch"].value_counts().sort_index().items()}
 
 
