@@ -416,3 +416,16 @@ def test_binary_target_vs_rest_keeps_the_source_label(tmp_path):
     assert sum(prepared.counts["train"].values()) + sum(prepared.counts["val"].values()) == 40
     with pytest.raises(DatasetError, match="binary_target 'fish'"):
         prepare_dataset(DataConfig(root=tmp_path / "d", binary_target="fish"), tmp_path / "out2")
+
+
+def test_prepared_counts_include_test_only_when_there_is_one(tmp_path):
+    from ml.data.prepare import prepare_dataset
+
+    make_shapes_dataset(tmp_path / "d", SyntheticConfig(per_class=20))
+    plain = prepare_dataset(DataConfig(root=tmp_path / "d"), tmp_path / "plain")
+    assert list(plain.counts) == ["train", "val"]
+    held = prepare_dataset(DataConfig(root=tmp_path / "d", test_fraction=0.25), tmp_path / "held")
+    assert list(held.counts) == ["train", "val", "test"] and sum(held.counts["test"].values()) > 0
+    assert held.counts["val"] == plain.counts["val"]  # test comes out of train only
+    split = pd.read_csv(held.split_csv)
+    assert {s: sum(n.values()) for s, n in held.counts.items()} == split["split"].value_counts().to_dict()

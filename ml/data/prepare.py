@@ -27,7 +27,7 @@ from ml.data.synthetic_pages import make_pages_dataset
 class PreparedData:
     split_csv: str
     classes: list[str]
-    counts: dict[str, dict[str, int]]  # split -> class -> images
+    counts: dict[str, dict[str, int]]  # split -> class -> images; "test" only when the split has test rows
     fingerprint: str
     root: str
     generated: bool  # the synthetic generator wrote the dataset in this run
@@ -116,9 +116,9 @@ def write_prepared(
     out_dir.mkdir(parents=True, exist_ok=True)
     split_csv = out_dir / "split.csv"
     split.to_csv(split_csv, index=False)
+    sides = ("train", "val", "test") if (split["split"] == "test").any() else ("train", "val")
     counts = {
-        side: {c: int(((split["split"] == side) & (split["label"] == c)).sum()) for c in classes}
-        for side in ("train", "val")
+        side: {c: int(((split["split"] == side) & (split["label"] == c)).sum()) for c in classes} for side in sides
     }
     fingerprint = dataset_fingerprint(split, known)
     return PreparedData(str(split_csv), classes, counts, fingerprint, str(cfg.root), generated, **extra)

@@ -114,14 +114,13 @@ def run_facts(records: RunRecords, unit: str) -> dict[str, str]:
     """The "Run" section of report.md: data, device, epochs, the ONNX file, what production it was compared with,
     and a binary model's decision threshold. `unit`: what latency is per (image, tile)."""
     prepared, trained, exported = records.prepared, records.trained, records.exported
-    sizes = "/".join(str(sum(prepared.counts[s].values())) for s in ("train", "val"))
     onnx = f"{exported.size_bytes / 1e6:.2f} MB, parity {exported.max_abs_diff:.1e}, {records.latency_ms:.2f} ms/{unit}"
     if q := exported.quantization:
         onnx += f" (int8 {q['mode']}; fp32 {q['fp32']['size_bytes'] / 1e6:.2f} MB, parity is fp32's)"
     facts = {
         "dataset": str(prepared.root),
         "fingerprint": prepared.fingerprint[:16],
-        "train/val": sizes,
+        "/".join(prepared.counts): "/".join(str(sum(n.values())) for n in prepared.counts.values()),
         "device": trained.device,
         "epochs": f"{trained.epochs_run} (best {trained.best_epoch})",
         "onnx": onnx,
