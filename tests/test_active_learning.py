@@ -12,6 +12,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -314,7 +315,9 @@ def test_flow_on_a_folder_writes_an_importable_batch_and_skips_known_images(clas
     assert [t["data"]["path"] for t in tasks] == list(selection["path"]) and (
         selection["strategy"] == "diversity"
     ).all()
-    assert all(t["data"]["image"] == t["data"]["path"] and Path(t["data"]["image"]).is_file() for t in tasks)
+    served = [pool.parent / unquote(t["data"]["image"].removeprefix("/data/local-files/?d=")) for t in tasks]
+    assert served == [Path(t["data"]["path"]) for t in tasks] and all(p.is_file() for p in served)
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={pool.parent}" in first["recipe"] and str(pool) in first["recipe"]
     assert [t["predictions"][0]["model_version"] for t in tasks] == [classifier.version] * 8
     assert {t["predictions"][0]["result"][0]["value"]["choices"][0] for t in tasks} <= set(
         classifier.production.classes
@@ -389,7 +392,7 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
     settings = resolve_settings(production.config, over, LABELING)
     lab, mon = settings.labeling, settings.monitor
     batch = select_batch(open_store(store), production, BatchRequest(str(pool / "images"), lab, mon, "b1"))
-    assert (batch.scored, batch.selected, batch.training_images) == (6, 3, 12)  # training: 6 pages + 6 masks
+    assert (batch.scored, batch.selected, batch.training_images) == (6, 3, 6)  # 6 pages; their masks are not images
     tasks, config_xml, selection = _batch_files(store, batch.to_dict())
     check_labelstudio_import(tasks, config_xml)
     assert "<BrushLabels" in config_xml and (selection["predicted"] == "foreground").all()
@@ -481,7 +484,9 @@ def test_bad_settings_fail_before_any_work_with_the_rule(tmp_path, capsys):
     shortlist = Shortlist("uncertainty", "uncertain_share", budget=2)
     with pytest.raises(ValueError, match="segmenter"):
         shortlist.add(_rows(3, np.ones(3), ["a"] * 3, np.zeros((3, 2))))
-    files = PoolFiles(str(tmp_path), LabelingConfig(document_root=tmp_path))
-    assert files.url(str(tmp_path / "a b" / "c.png")) == "/data/local-files/?d=a%20b/c.png"
+    files = PoolFiles(str(tmp_path / "pool"), LabelingConfig(document_root=tmp_path))
+    assert files.url(str(tmp_path / "pool" / "a b" / "c.png")) == "/data/local-files/?d=pool/a%20b/c.png"
     with pytest.raises(ValueError, match="document_root"):
         files.url("/elsewhere/c.png")
+    with pytest.raises(ValueError, match="subfolder"):  # Label Studio refuses a local storage on its root
+        PoolFiles(str(tmp_path), LabelingConfig(document_root=tmp_path))
