@@ -37,6 +37,7 @@ from ml.data.synthetic_pages import make_pages_dataset
 from ml.export.classifier import export_classifier
 from ml.export.onnx import open_session
 from ml.export.segmenter import export_segmenter
+from ml.labeling.annotations import AnnotationRules, import_annotations
 from ml.labeling.batch import (
     BatchRequest,
     LabelingBatch,
@@ -45,8 +46,8 @@ from ml.labeling.batch import (
     select_batch,
     training_digests,
 )
-from ml.labeling.labelstudio import mask_to_rle, rle_to_mask
-from ml.labeling.scored_pool import PoolFiles
+from ml.labeling.labelstudio import choices_result, mask_to_rle, rle_to_mask
+from ml.labeling.scored_pool import PoolFiles, read_pool_file
 from ml.labeling.selection import Shortlist, k_center_greedy
 from ml.monitoring.log import read_window
 from ml.monitoring.production import LABELING, load_production, resolve_settings
@@ -490,3 +491,24 @@ def test_bad_settings_fail_before_any_work_with_the_rule(tmp_path, capsys):
         files.url("/elsewhere/c.png")
     with pytest.raises(ValueError, match="subfolder"):  # Label Studio refuses a local storage on its root
         PoolFiles(str(tmp_path), LabelingConfig(document_root=tmp_path))
+
+
+def test_annotations_in_data_under_another_label_are_conflicts_and_refuse_lists_disagreements(tmp_path):
+    pool, data = tmp_path / "pool", tmp_path / "data"
+    (data / "circle").mkdir(parents=True)
+    files = [noise_png(pool / f"{i}.png", seed=i) for i in range(3)]
+    shutil.copy(files[0], data / "circle" / "old.png")  # already labelled circle
+
+    def task(i: int, *labels: str) -> dict:
+        results = [[choices_result(label, "choice", "image")] for label in labels]
+        data_ = {"path": str(files[i]), "sha256": sha256_file(files[i])}
+        return {"id": i, "data": data_, "annotations": [{"result": r, "was_cancelled": False} for r in results]}
+
+    tasks = [task(0, "square"), task(1, "square", "square", "circle"), task(2, "circle")]
+    refuse = import_annotations(tasks, AnnotationRules("classify", "choice", "mask", "refuse"), data, read_pool_file)
+    assert [c["sha256"] for c in refuse.conflicts] == [tasks[0]["data"]["sha256"]] and refuse.added == {"circle": 1}
+    assert [d["task"] for d in refuse.disagreements] == [1]
+    majority = import_annotations(
+        tasks, AnnotationRules("classify", "choice", "mask", "majority"), data, read_pool_file
+    )
+    assert (majority.added, majority.already, len(majority.conflicts)) == ({"square": 1}, 1, 1)
