@@ -11,8 +11,9 @@ uncertainty (labeling.measure: entropy, least_confidence, margin; a segmenter's 
 uncertain_share) and labeling.strategy picks --budget of them (default labeling.budget): uncertainty, diversity
 (k-center greedy on the embeddings among the labeling.candidates x budget most uncertain), balanced (round robin
 over predicted classes) or random. Images queued in an earlier batch or found under the version's data.root (same
-sha256) are skipped. Written to the store: tasks.json (import it unchanged into a Label Studio project set up with
-label_config.xml, written beside it: the model's guess is each task's prediction), selection.csv; the Prefect
+sha256) are skipped. Written to the store: tasks.json (import it into a Label Studio project set up with
+label_config.xml, written beside it: the model's guess is each task's prediction; for a folder pool, start Label
+Studio with the document root and local storage the command prints), selection.csv; the Prefect
 artifact `<model>-labeling` shows the batch with thumbnails. Settings are the production version's `labeling` and
 `monitor` sections (batch_size, workers); --set labeling.KEY=VALUE / monitor.KEY=VALUE override them. The last
 stdout line is a JSON summary; exit code 0 when the pool was scored (a batch written, or nothing new to label),
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary["selected"]:
         print(f"tasks:    {summary['links']['tasks']}")
         print(f"config:   {summary['links']['label_config']} (the Label Studio project's labeling config)")
+        if summary["recipe"]:
+            print(f"label studio, so that the images display:\n{summary['recipe']}")
     else:
         print("nothing new to label")
     print_summary(summary)

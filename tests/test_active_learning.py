@@ -12,6 +12,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from ml.data.synthetic_pages import make_pages_dataset
 from ml.export.classifier import export_classifier
 from ml.export.onnx import open_session
 from ml.export.segmenter import export_segmenter
+from ml.labeling.annotations import AnnotationRules, import_annotations
 from ml.labeling.batch import (
     BatchRequest,
     LabelingBatch,
@@ -44,8 +46,8 @@ from ml.labeling.batch import (
     select_batch,
     training_digests,
 )
-from ml.labeling.labelstudio import mask_to_rle, rle_to_mask
-from ml.labeling.scored_pool import PoolFiles
+from ml.labeling.labelstudio import choices_result, mask_to_rle, rle_to_mask
+from ml.labeling.scored_pool import PoolFiles, read_pool_file
 from ml.labeling.selection import Shortlist, k_center_greedy
 from ml.monitoring.log import read_window
 from ml.monitoring.production import LABELING, load_production, resolve_settings
@@ -314,7 +316,9 @@ def test_flow_on_a_folder_writes_an_importable_batch_and_skips_known_images(clas
     assert [t["data"]["path"] for t in tasks] == list(selection["path"]) and (
         selection["strategy"] == "diversity"
     ).all()
-    assert all(t["data"]["image"] == t["data"]["path"] and Path(t["data"]["image"]).is_file() for t in tasks)
+    served = [pool.parent / unquote(t["data"]["image"].removeprefix("/data/local-files/?d=")) for t in tasks]
+    assert served == [Path(t["data"]["path"]) for t in tasks] and all(p.is_file() for p in served)
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={pool.parent}" in first["recipe"] and str(pool) in first["recipe"]
     assert [t["predictions"][0]["model_version"] for t in tasks] == [classifier.version] * 8
     assert {t["predictions"][0]["result"][0]["value"]["choices"][0] for t in tasks} <= set(
         classifier.production.classes
@@ -389,7 +393,7 @@ def test_segmenter_batch_attaches_its_predicted_mask_as_brush_rle(segmenter, tmp
     settings = resolve_settings(production.config, over, LABELING)
     lab, mon = settings.labeling, settings.monitor
     batch = select_batch(open_store(store), production, BatchRequest(str(pool / "images"), lab, mon, "b1"))
-    assert (batch.scored, batch.selected, batch.training_images) == (6, 3, 12)  # training: 6 pages + 6 masks
+    assert (batch.scored, batch.selected, batch.training_images) == (6, 3, 6)  # 6 pages; their masks are not images
     tasks, config_xml, selection = _batch_files(store, batch.to_dict())
     check_labelstudio_import(tasks, config_xml)
     assert "<BrushLabels" in config_xml and (selection["predicted"] == "foreground").all()
@@ -481,7 +485,30 @@ def test_bad_settings_fail_before_any_work_with_the_rule(tmp_path, capsys):
     shortlist = Shortlist("uncertainty", "uncertain_share", budget=2)
     with pytest.raises(ValueError, match="segmenter"):
         shortlist.add(_rows(3, np.ones(3), ["a"] * 3, np.zeros((3, 2))))
-    files = PoolFiles(str(tmp_path), LabelingConfig(document_root=tmp_path))
-    assert files.url(str(tmp_path / "a b" / "c.png")) == "/data/local-files/?d=a%20b/c.png"
+    files = PoolFiles(str(tmp_path / "pool"), LabelingConfig(document_root=tmp_path))
+    assert files.url(str(tmp_path / "pool" / "a b" / "c.png")) == "/data/local-files/?d=pool/a%20b/c.png"
     with pytest.raises(ValueError, match="document_root"):
         files.url("/elsewhere/c.png")
+    with pytest.raises(ValueError, match="subfolder"):  # Label Studio refuses a local storage on its root
+        PoolFiles(str(tmp_path), LabelingConfig(document_root=tmp_path))
+
+
+def test_annotations_in_data_under_another_label_are_conflicts_and_refuse_lists_disagreements(tmp_path):
+    pool, data = tmp_path / "pool", tmp_path / "data"
+    (data / "circle").mkdir(parents=True)
+    files = [noise_png(pool / f"{i}.png", seed=i) for i in range(3)]
+    shutil.copy(files[0], data / "circle" / "old.png")  # already labelled circle
+
+    def task(i: int, *labels: str) -> dict:
+        results = [[choices_result(label, "choice", "image")] for label in labels]
+        data_ = {"path": str(files[i]), "sha256": sha256_file(files[i])}
+        return {"id": i, "data": data_, "annotations": [{"result": r, "was_cancelled": False} for r in results]}
+
+    tasks = [task(0, "square"), task(1, "square", "square", "circle"), task(2, "circle")]
+    refuse = import_annotations(tasks, AnnotationRules("classify", "choice", "mask", "refuse"), data, read_pool_file)
+    assert [c["sha256"] for c in refuse.conflicts] == [tasks[0]["data"]["sha256"]] and refuse.added == {"circle": 1}
+    assert [d["task"] for d in refuse.disagreements] == [1]
+    majority = import_annotations(
+        tasks, AnnotationRules("classify", "choice", "mask", "majority"), data, read_pool_file
+    )
+    assert (majority.added, majority.already, len(majority.conflicts)) == ({"square": 1}, 1, 1)

@@ -86,6 +86,19 @@ class MonitorConfig(Section):
         return self
 
 
+class LabelStudioConfig(Section):
+    """The Label Studio server a batch is pushed to and annotations are pulled from (none: tasks.json only). The API
+    key is never a setting: $LABEL_STUDIO_API_KEY, else the Prefect Secret block `secret_block`."""
+
+    url: str | None = Field(None, pattern=r"^https?://")
+    secret_block: str = "label-studio-api-key"
+    project: str | None = None  # the project's title; default: the model's name
+    # several annotations of one task: the majority label (a segmenter: pixels most annotators marked; ties are
+    # left out and listed), or refuse: any disagreement is left out and listed
+    resolve: Literal["majority", "refuse"] = "majority"
+    timeout_s: float = Field(60, gt=0)
+
+
 class LabelingConfig(Section):
     """Active learning (flows.select_for_labeling): which pool images go to Label Studio next. Saved with each
     version; the flow uses the production version's section, `--set labeling.k=v` overrides it.
@@ -101,7 +114,9 @@ class LabelingConfig(Section):
     uncertain_band: tuple[float, float] = (0.25, 0.75)  # segment: foreground probabilities counted as uncertain
     seed: int = 0  # the random strategy's draw
     url_expiry_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600)  # pre-signed S3 URLs (SigV4: 7 days at most)
-    document_root: Path | None = None  # local pools: data.image = /data/local-files/?d=<path below this root>
+    # local pools: data.image = /data/local-files/?d=<path below this root>; default: the pool's parent folder
+    document_root: Path | None = None
+    label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
     image_name: str = "image"  # names in the Label Studio labeling config (label_config.xml is written beside)
     choices_name: str = "choice"
     brush_name: str = "mask"

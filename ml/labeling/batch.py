@@ -38,6 +38,7 @@ import pandas as pd
 from ml.config.production import LabelingConfig, MonitorConfig
 from ml.core.files import sha256_file
 from ml.core.tiling import onnx_predictor
+from ml.data.masks import MASKS
 from ml.data.prepare import PreparedData, sample_digests
 from ml.export.onnx import open_session
 from ml.labeling.labelstudio import brush_result, choices_result, label_config, labelstudio_task
@@ -66,12 +67,14 @@ def earlier_selections(store: ArtifactStore, model: str) -> pd.DataFrame:
 
 
 def training_digests(root: Path, workers: int = 4) -> set[str] | None:
-    """sha256 of every image file under the training data root; None when the root is not on this machine or
-    holds no image files (rows of .npy arrays, as quickdraw's, are not files a pool image could be a copy of)."""
+    """sha256 of every image file under the training data root (masks/ holds masks, not images); None when the
+    root is not on this machine or holds no image files (rows of .npy arrays, as quickdraw's, are not files a
+    pool image could be a copy of)."""
     if not root.is_dir():
         return None
+    images = (item for item in local_images(root) if Path(item.file).relative_to(root).parts[0] != MASKS)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return set(pool.map(lambda item: sha256_file(item.file), local_images(root))) or None
+        return set(pool.map(lambda item: sha256_file(item.file), images)) or None
 
 
 def labels_from_batches(store: ArtifactStore, model: str, prepared: PreparedData) -> dict[str, int]:
@@ -98,6 +101,8 @@ class LabelingBatch:
     selected: int
     training_images: int | None  # images hashed under the version's data.root; None: not here, or no image files
     seconds: float = 0.0
+    recipe: str = ""  # a folder pool: the Label Studio start command and local storage its tasks need
+    label_studio: dict[str, Any] = field(default_factory=dict)  # pushed: url, project id, task ids (push_batch)
     links: dict[str, str] = field(default_factory=dict)  # tasks, label_config, selection -> URL in the store
     shown: list[dict[str, Any]] = field(default_factory=list)  # selection rows + base64 thumbnail, for the artifact
 
@@ -118,6 +123,12 @@ class LabelingBatch:
             f"[label_config.xml]({self.links['label_config']}); "
             f"the picks: [selection.csv]({self.links['selection']}).\n\n"
         )
+        if self.recipe:
+            links += "Start Label Studio so that the images display:\n\n```\n" + self.recipe + "\n```\n\n"
+        if self.label_studio:
+            ls = self.label_studio
+            where = f"[project {ls['project']}]({ls['url']}/projects/{ls['project']})"
+            links += f"Pushed to Label Studio {where}: {len(ls['tasks'])} tasks.\n\n"
         rows = [
             f"| {r['rank']} | ![{r['rank']}](data:image/png;base64,{r['thumbnail']}) | {r['predicted']} | "
             f"{r['confidence']:.3f} | {r['uncertainty']:.3f} | {str(r['path']).replace('|', '%7C')} |"
@@ -143,6 +154,7 @@ class BatchRequest:
 def select_batch(store: ArtifactStore, production: Production, req: BatchRequest) -> LabelingBatch:
     """Score the pool, skip known images, pick labeling.budget of them, write the batch (nothing if none)."""
     start = time.perf_counter()
+    PoolFiles(req.pool, req.lab, req.endpoint_url)  # a folder Label Studio could not serve fails before scoring
     known = known_images(store, production, req.mon)
     images = image_source(req.pool, production.classes, req.endpoint_url)
     shortlist = shortlist_of(production, images, req.lab, req.mon, known.skip)
@@ -215,6 +227,7 @@ def finish_batch(
     if len(chosen):
         files = PoolFiles(req.pool, lab, req.endpoint_url)
         record.links, record.shown = write_batch(store, production, chosen, files, lab, req.mon.workers, req.batch)
+        record.recipe = files.recipe()
     record.seconds = time.perf_counter() - start
     return record
 

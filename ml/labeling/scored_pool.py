@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import io
+import shlex
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import boto3
@@ -78,13 +80,22 @@ def scored_items(
 
 
 class PoolFiles:
-    """The chosen files read again, and named for Label Studio: a pre-signed URL for an S3 object, a local-files
-    URL (/data/local-files/?d=...) below labeling.document_root, else the absolute path."""
+    """The chosen files read again, and named for Label Studio: a pre-signed URL for an S3 object, else a
+    local-files URL (/data/local-files/?d=...) below labeling.document_root (default: the pool's parent folder, so
+    that the pool is the subfolder Label Studio's local storage must be registered on)."""
 
     def __init__(self, pool: str, lab: LabelingConfig, endpoint_url: str | None = None):
         sigv4 = Config(signature_version="s3v4")  # boto3 may presign with SigV2, which newer AWS regions refuse
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=sigv4) if pool.startswith("s3://") else None
-        self.expiry, self.root = lab.url_expiry_s, lab.document_root
+        self.expiry, self.root, self.storage = lab.url_expiry_s, None, None
+        if self.client is None:
+            self.storage = Path(pool.removeprefix("file://")).absolute()
+            self.root = (lab.document_root or self.storage.parent).absolute()
+            if self.storage == self.root or not self.storage.is_relative_to(self.root):
+                raise ValueError(
+                    f"pool {self.storage} must be a subfolder of labeling.document_root {self.root}: Label Studio "
+                    "serves local files only through a local storage on a subfolder of its document root"
+                )
 
     @staticmethod
     def _object(uri: str) -> dict[str, str]:
@@ -92,19 +103,34 @@ class PoolFiles:
         return {"Bucket": bucket, "Key": key}
 
     def read(self, file: str) -> bytes:
-        if self.client is not None and file.startswith("s3://"):
-            return self.client.get_object(**self._object(file))["Body"].read()
-        return Path(file).read_bytes()
+        return read_pool_file(file, self.client)
 
     def url(self, file: str) -> str:
         if self.client is not None and file.startswith("s3://"):
             return self.client.generate_presigned_url("get_object", Params=self._object(file), ExpiresIn=self.expiry)
         path = Path(file).absolute()
-        if self.root is None:
-            return str(path)
-        if not path.is_relative_to(self.root.absolute()):
+        if self.root is None or not path.is_relative_to(self.root):
             raise ValueError(f"{path} is not below labeling.document_root {self.root}: Label Studio cannot serve it")
-        return "/data/local-files/?d=" + quote(path.relative_to(self.root.absolute()).as_posix())
+        return "/data/local-files/?d=" + quote(path.relative_to(self.root).as_posix())
+
+    def recipe(self) -> str:
+        """How to start Label Studio so that these tasks display, and the local storage to add ("" for S3)."""
+        if self.root is None:
+            return ""
+        return (
+            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shlex.quote(str(self.root))} label-studio start\n"
+            "then, in the project, add a Local Files storage (Settings > Cloud Storage) with "
+            f"absolute path {self.storage}; import tasks.json"
+        )
+
+
+def read_pool_file(file: str, client: Any = None) -> bytes:
+    """A pool file's bytes: an S3 object (through `client`, or a default one) or a local path."""
+    if file.startswith("s3://"):
+        bucket, _, key = file.removeprefix("s3://").partition("/")
+        return (client or boto3.client("s3")).get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(file).read_bytes()
 
 
 def thumbnail(img: np.ndarray) -> str:
