@@ -30,6 +30,7 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.evaluate import evaluate
 from flows.experiment import experiment
+from flows.gc import gc
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.score import main as score_main
@@ -182,7 +183,16 @@ def test_prefect_yaml_monitors_every_classifier_and_labels_every_model_weekly():
         assert [s["cron"] for s in d["schedules"]] == ["0 4 * * 1"]  # Mondays
 
 
-FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling)
+def test_prefect_yaml_runs_retention_nightly_per_preset_after_the_retrains():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    gcs = {d["name"]: d for d in spec["deployments"] if d["entrypoint"] == "flows/gc.py:gc"}
+    assert set(gcs) == {p.stem for p in PRESET_DIR.glob("*.yaml")}
+    for name, d in gcs.items():
+        assert d["parameters"] == {"preset": name, "overrides": {}}
+        assert [s["cron"] for s in d["schedules"]] == ["0 5 * * *"]  # after retrain (2), monitor (3), labeling (4)
+
+
+FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling, gc)
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
