@@ -25,7 +25,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-.PHONY: help venv demo test lint server worker deploy bench lock clean
+.PHONY: help venv demo test lint server worker training-limit deploy bench lock clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,7 +45,9 @@ lint: $(STAMP) ## ruff
 # A local Prefect server and UI (SQLite), its worker and the deployments of prefect.yaml.
 # The server keeps its own PREFECT_HOME: ephemeral runs (make demo) must not share its database.
 PORT    ?= 4200
-GPUS    ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $$(( n > 0 ? n : 1 )))
+# slots of this machine's training limit: one per GPU nvidia-smi sees, 1 without (a CPU worker trains one at a time)
+SLOTS   ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $$(( n > 0 ? n : 1 )))
+LIMIT   := training-$(shell hostname)
 POOL    := visionflow
 PREFECT := $(VENV)/bin/prefect --no-prompt
 ENSURE_POOL = $(PREFECT) work-pool inspect $(POOL) >/dev/null 2>&1 || $(PREFECT) work-pool create $(POOL) --type process
@@ -57,22 +59,25 @@ AUTOMATION_NAMES := import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); \
 WEBHOOK_ID := import os; from prefect.blocks.webhook import Webhook; url = os.environ.get("VISIONFLOW_WEBHOOK_URL"); \
 	print(Webhook(url=url, headers={"Content-Type": "application/json"}).save("visionflow-alerts", overwrite=True) if url else Webhook.load("visionflow-alerts")._block_document_id)
 server: export PREFECT_HOME := $(PREFECT_HOME)/server
-worker deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PORT)/api
+worker training-limit deploy: export PREFECT_API_URL ?= http://127.0.0.1:$(PORT)/api
 
 server: $(STAMP) ## start the Prefect server and UI on http://127.0.0.1:PORT (PORT=4200)
 	@mkdir -p "$$PREFECT_HOME"
 	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PORT) $(PREFECT) server start
 
-worker: $(STAMP) ## start a worker on the visionflow process pool (created if missing)
+worker: $(STAMP) training-limit ## start a worker on the visionflow process pool (created if missing)
 	$(ENSURE_POOL)
 	$(PREFECT) worker start --pool $(POOL)
 
-deploy: $(STAMP) ## register prefect.yaml, the gpu limit (GPUS=n) and deployments/automations/*.yaml
+training-limit: $(STAMP) ## create or resize this machine's training limit, training-<host>, to SLOTS slots
+	$(PREFECT) gcl inspect $(LIMIT) >/dev/null 2>&1 && $(PREFECT) gcl update $(LIMIT) --limit $(SLOTS) \
+	  || $(PREFECT) gcl create $(LIMIT) --limit $(SLOTS)
+
+deploy: $(STAMP) ## register prefect.yaml and deployments/automations/*.yaml
 	$(ENSURE_POOL)
 	$(PREFECT) deploy --all
 	@# the weekly labeling pools of prefect.yaml: an empty pool is "nothing to label", a missing one a crash
 	@grep -o '^ *pool: \.visionflow/pool/[^ ]*' prefect.yaml | sed 's/^ *pool: //' | xargs mkdir -p
-	$(PREFECT) gcl inspect gpu >/dev/null 2>&1 || $(PREFECT) gcl create gpu --limit $(GPUS)
 	@# an automation is replaced by name, so deploying twice never makes an alert fire twice
 	@tmp=$$(mktemp --suffix=.yaml); trap 'rm -f "$$tmp"' EXIT; \
 	for f in $(wildcard deployments/automations/*.yaml); do \

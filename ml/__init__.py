@@ -12,9 +12,9 @@ The stages, in the order data flows; a stage imports only earlier stages and `co
                  the gate's pure rules
     export/      ONNX export and parity, int8, any ONNX scored on a split (step.py: EXPORTERS), the shipped file
     registry/    artifact stores (file://, s3://), versions and aliases, publishing, the champion, holdouts,
-                 the run report
+                 the run report, retention of run folders and versions (a plan, then apply)
     monitoring/  streaming scoring, the prediction log, the drift reference, Evidently drift, alerts,
-                 the production version and its resolved settings
+                 the production version and its resolved settings, a model's whole retention plan
     labeling/    a scored pool, the K images to label, Label Studio's format
 
 Each package's docstring says which module holds what.

@@ -1,6 +1,7 @@
 """Training tasks: the run folder (keyed by split and training config, so a new process resumes a dead one's
-training), and training itself: on CUDA it holds `gpu` slots and GPUs of the machine that no other run holds
-(tasks.gpus); a retry of a transient failure resumes from the run's last checkpoint."""
+training), and training itself: it holds slots of the machine's training limit (one on CPU: trainings sharing a
+machine queue) and on CUDA GPUs no other run holds (tasks.gpus); a retry of a transient failure resumes from the
+run's last checkpoint."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ml.data.prepare import PreparedData
 from ml.training.loop import TrainResult
 from ml.training.run_dirs import RunDir, claim_run_dir
 from ml.training.step import train_step
-from tasks.gpus import on_gpus
+from tasks.gpus import training_slots
 
 REPEATS = (ValueError, TypeError, LookupError, AttributeError, NotImplementedError, FileNotFoundError)
 
@@ -37,5 +38,5 @@ def run_folder(cfg: RunConfig, prepared: PreparedData, scratch: Path) -> RunDir:
 @task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30, retry_condition_fn=transient)
 def train_model(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
     """A retry reuses run_dir, so it continues after the last finished epoch (train.resume) instead of epoch 1."""
-    with on_gpus(cfg, cfg.train.devices) as placed:
+    with training_slots(cfg) as placed:
         return train_step(placed, prepared, run_dir)

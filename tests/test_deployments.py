@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ from prefect.utilities.callables import parameter_schema
 
 from flows.evaluate import evaluate
 from flows.experiment import experiment
+from flows.gc import gc
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.score import main as score_main
@@ -40,6 +42,7 @@ from ml.config.run import PRESET_DIR, load_config
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
 from ml.training.distributed import free_port
+from tasks.gpus import TRAINING_LIMIT
 from tests.conftest import tiny_overrides
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,9 +135,9 @@ def server(tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def deployed(server: Server) -> dict:
-    """`make deploy` with every GPU slot taken (GPUS=0), so the CPU run below proves CPU work never waits."""
+    """`make deploy`: prefect.yaml's deployments and the automations."""
     env = server.env | {"VISIONFLOW_WEBHOOK_URL": "http://127.0.0.1:9/never-called"}
-    _run([*MAKE, "deploy", "GPUS=0"], env)
+    _run([*MAKE, "deploy"], env)
     return server.api.get("/deployments/name/retrain/demo").raise_for_status().json()
 
 
@@ -182,7 +185,16 @@ def test_prefect_yaml_monitors_every_classifier_and_labels_every_model_weekly():
         assert [s["cron"] for s in d["schedules"]] == ["0 4 * * 1"]  # Mondays
 
 
-FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling)
+def test_prefect_yaml_runs_retention_nightly_per_preset_after_the_retrains():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    gcs = {d["name"]: d for d in spec["deployments"] if d["entrypoint"] == "flows/gc.py:gc"}
+    assert set(gcs) == {p.stem for p in PRESET_DIR.glob("*.yaml")}
+    for name, d in gcs.items():
+        assert d["parameters"] == {"preset": name, "overrides": {}}
+        assert [s["cron"] for s in d["schedules"]] == ["0 5 * * *"]  # after retrain (2), monitor (3), labeling (4)
+
+
+FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling, gc)
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
@@ -215,7 +227,6 @@ def test_make_deploy_registers_schedule_limits_and_automations(server: Server, d
     assert "demo" in deployed["parameter_openapi_schema"]["properties"]["preset"]["enum"]  # the UI form's choice
     assert deployed["global_concurrency_limit"]["limit"] == 1
     assert deployed["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    assert server.api.get("/v2/concurrency_limits/gpu").raise_for_status().json()["limit"] == 0
     for name in ("monitor/demo", "select-for-labeling/demo"):
         server.api.get(f"/deployments/name/{name}").raise_for_status()
     automations = {a["name"] for a in server.api.post("/automations/filter", json={}).raise_for_status().json()}
@@ -234,6 +245,46 @@ def test_a_cli_triggered_run_completes_on_the_worker_and_publishes(server: Serve
     flt = {"artifacts": {"flow_run_id": {"any_": [demo_run.id]}}}
     keys = {a["key"] for a in server.api.post("/artifacts/filter", json=flt).raise_for_status().json()}
     assert {"demo-metrics", "demo-summary"} <= keys
+
+
+def _slot_logs(api: httpx.Client, since: str) -> dict[str, list[tuple[str, str, str]]]:
+    """Flow run id -> [(timestamp, "holding" | "released", message)] of the training-slot log lines since `since`."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    offset = 0
+    while page := api.post("/logs/filter", json={"logs": {"timestamp": {"after_": since}}, "offset": offset}).json():
+        for log in page:
+            word = log["message"].split(" ")[0]
+            if TRAINING_LIMIT in log["message"] and word in ("holding", "released"):
+                found.setdefault(log["flow_run_id"], []).append((log["timestamp"], word, log["message"]))
+        offset += len(page)
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_trainings_on_one_cpu_machine_queue_for_its_training_slot(server: Server, tmp_path):
+    _run([*MAKE, "training-limit"], server.env)  # no GPU here: 1 slot
+    assert server.api.get(f"/v2/concurrency_limits/{TRAINING_LIMIT}").raise_for_status().json()["limit"] == 1
+    since = datetime.now(UTC).isoformat()
+    cmds = []
+    for i in range(2):
+        over = tiny_overrides(tmp_path / str(i), **{"train.epochs": 2, "train.device": "cpu"})
+        cmds.append([sys.executable, "-m", "flows.retrain", "--preset", "demo"])
+        cmds[-1] += [f"--set={k}={json.dumps(v)}" for k, v in over.items()]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "start_new_session": True}
+    procs = [subprocess.Popen(c, cwd=REPO, env=server.env, **pipes) for c in cmds]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            _kill_group(p, grace=0)
+    assert all(p.returncode == 0 for p in procs), [o[-3000:] for o in outs]
+    slots = _slot_logs(server.api, since)
+    assert len(slots) == 2 and all([w for _, w, _ in s] == ["holding", "released"] for s in slots.values()), slots
+    first, second = sorted(slots.values())
+    released, taken = datetime.fromisoformat(first[1][0]), datetime.fromisoformat(second[0][0])
+    assert released <= taken, slots  # the second training started only after the first released its slot
+    assert "(waited 0 s)" not in second[0][2], slots  # both asked at once: the second queued
 
 
 @pytest.mark.integration

@@ -13,7 +13,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 import ml.training.loop
 from ml.data.errors import DatasetError
 from ml.data.prepare import prepare_dataset
-from tasks.gpus import GPU_LIMIT, on_gpus
+from tasks.gpus import TRAINING_LIMIT, on_gpus
 from tasks.training import train_model
 
 
@@ -69,19 +69,19 @@ def test_a_data_error_in_training_is_not_retried(tiny_cfg, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.usefixtures("prefect_harness")
-def test_cuda_work_holds_a_gpu_slot_and_a_claimed_gpu(tiny_cfg):
+def test_cuda_work_holds_a_training_slot_and_a_claimed_gpu(tiny_cfg):
     cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(update={"device": "cuda"})})
 
     @flow
     def on_one_gpu() -> tuple[int, list[int]]:
         with on_gpus(cfg, 1) as placed, get_client(sync_client=True) as client:
-            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots, placed.train.gpus
+            return client.read_global_concurrency_limit_by_name(TRAINING_LIMIT).active_slots, placed.train.gpus
 
     with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINING_LIMIT, limit=1))
         try:
             slots, gpus = on_one_gpu()
             assert slots == 1 and len(gpus) == 1 and cfg.train.gpus is None
-            assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).active_slots == 0
+            assert client.read_global_concurrency_limit_by_name(TRAINING_LIMIT).active_slots == 0
         finally:
-            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+            client.delete_global_concurrency_limit_by_name(TRAINING_LIMIT)

@@ -6,5 +6,6 @@ training.py      model and train (optimiser, schedule, budget, losses, sampler, 
 evaluation.py    eval, gate and gate.champion, and the metric names each task kind produces
 publishing.py    export (ONNX, TTA, int8) and storage (store URI, endpoint, timeouts)
 production.py    monitor, labeling and alerts: operating a published model
+retention.py     retention: how long run folders, versions, logs and reports are kept (flows.gc)
 section.py       Section, the base that forbids unknown keys
 """

@@ -5,6 +5,7 @@ with each version, so these flows run with the settings the production version w
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,11 @@ NUM_STATTESTS = ("ks", "wasserstein", "psi", "kl_div", "jensenshannon", "helling
 # chi2_homogeneity (ml.monitoring.drift) is two-sample; Evidently's chisquare takes the reference shares as exact
 CAT_STATTESTS = ("chi2_homogeneity", "chisquare", "z", "fisher_exact", "g_test", "TVD", "psi", "kl_div",
                  "jensenshannon", "hellinger")  # fmt: skip
+
+
+def parse_window(text: str) -> timedelta:
+    """'7d' -> 7 days, '12h' -> 12 hours (the MonitorConfig.window syntax)."""
+    return timedelta(hours=int(text[:-1])) if text.endswith("h") else timedelta(days=int(text[:-1]))
 
 
 class AlertConfig(Section):

@@ -8,6 +8,7 @@ forbids unknown keys, so a typo fails at once with pydantic's message, before an
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from pydantic import Field, model_validator
 
 from ml.config.data import DataConfig
 from ml.config.evaluation import CLASSIFIER_METRICS, SEGMENTER_METRICS, EvalConfig, GateConfig
-from ml.config.production import AlertConfig, LabelingConfig, MonitorConfig
+from ml.config.production import AlertConfig, LabelingConfig, MonitorConfig, parse_window
 from ml.config.publishing import ExportConfig, StorageConfig
+from ml.config.retention import RetentionConfig
 from ml.config.section import Section
 from ml.config.training import ModelConfig, TrainConfig
 from ml.core.files import PROJECT_ROOT
@@ -41,6 +43,7 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     monitor: MonitorConfig = MonitorConfig()
     labeling: LabelingConfig = LabelingConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _task_metric_defaults(self) -> RunConfig:
@@ -51,6 +54,16 @@ class RunConfig(Section):
             self.train.monitor = metric
         if "metric" not in self.gate.champion.model_fields_set:
             self.gate.champion.metric = metric
+        return self
+
+    @model_validator(mode="after")
+    def _logs_outlive_the_window(self) -> RunConfig:
+        """The monitor compares the last monitor.window of the prediction log: retention must not delete it."""
+        if timedelta(days=self.retention.logs_days) < parse_window(self.monitor.window):
+            raise ValueError(
+                f"retention.logs_days {self.retention.logs_days:g} < monitor.window {self.monitor.window}: "
+                "the monitor would find its window deleted"
+            )
         return self
 
     @model_validator(mode="after")

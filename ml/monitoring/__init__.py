@@ -8,4 +8,5 @@ reference.py     the drift reference published with a version (REFERENCES)
 drift.py         Evidently drift tests and live metrics from labels
 alerts.py        alerts as webhook messages and Prefect event payloads
 uncertainty.py   how unsure a model is about an image (least confidence, margin, entropy, unsure pixels)
+retention.py     a model's whole retention plan: run folders, versions, log days, reports, the download cache
 """

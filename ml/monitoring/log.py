@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from ml.config.production import MonitorConfig
+from ml.config.production import MonitorConfig, parse_window
 from ml.monitoring.alerts import Alert
 from ml.monitoring.drift import DriftResult, LiveMetrics, attach_labels, detect_drift, drift_report, live_metrics
 from ml.monitoring.production import Production, ProductionSettings, load_version
@@ -83,6 +83,10 @@ def log_prefix(model: str) -> str:
     return f"monitoring/{model}/predictions/"
 
 
+def report_prefix(model: str) -> str:
+    return f"reports/monitor/{model}/"
+
+
 def write_log(
     store: ArtifactStore,
     model: str,
@@ -133,11 +137,6 @@ def score_into_log(
     return write_log(log, job.model, production.version, job.run, job.source, frames, mon.chunk_rows, shard)
 
 
-def parse_window(text: str) -> timedelta:
-    """'7d' -> 7 days, '12h' -> 12 hours (the MonitorConfig.window syntax)."""
-    return timedelta(hours=int(text[:-1])) if text.endswith("h") else timedelta(days=int(text[:-1]))
-
-
 def read_window(store: ArtifactStore, model: str, since: datetime) -> pd.DataFrame:
     """Prediction-log rows with timestamp >= since, read only from the date partitions that can hold them."""
     first_day = f"date={(since - timedelta(days=1)):%Y-%m-%d}"  # a part is filed under its first row's date
@@ -148,9 +147,13 @@ def read_window(store: ArtifactStore, model: str, since: datetime) -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def marker_prefix(model: str) -> str:
+    return f"monitoring/{model}/retrain-triggers/"
+
+
 def retrain_marker(model: str, window: str, now: datetime) -> str:
     """One retrain per model, window length and day: the key a trigger must create first."""
-    return f"monitoring/{model}/retrain-triggers/{now:%Y-%m-%d}-{window}.json"
+    return f"{marker_prefix(model)}{now:%Y-%m-%d}-{window}.json"
 
 
 def claim_retrain(store: ArtifactStore, key: str, record: dict[str, Any]) -> bool:
@@ -273,7 +276,7 @@ def check_window(
         {},
     )
     snapshot = drift_report(reference, tested, drift) if drift.columns else None
-    check.links = save_report(store, f"reports/monitor/{production.model}/{run}", snapshot, check.to_dict())
+    check.links = save_report(store, f"{report_prefix(production.model)}{run}", snapshot, check.to_dict())
     return check
 
 

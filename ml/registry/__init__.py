@@ -9,4 +9,5 @@ champion.py      each version's training list; production and candidate scored o
                  neither trained on, with a paired bootstrap interval (champion vs challenger)
 holdout.py       a version scored on a folder it never saw
 records.py / report.py   RunRecords (what one retrain produced) and its Markdown report
+retention.py     what goes of run folders and versions (never an aliased one), as a plan; applying a plan
 """

@@ -9,6 +9,7 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ml.core.files import atomic_write, sha256_bytes
@@ -17,6 +18,7 @@ from ml.registry.store import (
     LOCKS,
     ArtifactStore,
     ConflictError,
+    StoredObject,
     check_key,
 )
 
@@ -48,16 +50,18 @@ class FileStore(ArtifactStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "") -> list[str]:
-        keys = []
+    def list_objects(self, prefix: str = "") -> dict[str, StoredObject]:
+        found = {}
         for dirpath, _, filenames in os.walk(self.root / prefix.rpartition("/")[0]):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in filenames:
                 key = name if rel == "." else f"{rel}/{name}"
                 temp = name.startswith(".") and name.endswith(".tmp")
                 if key.startswith(prefix) and not temp and not key.startswith(LOCKS):
-                    keys.append(key)
-        return sorted(keys)
+                    with contextlib.suppress(FileNotFoundError):  # deleted while listing
+                        st = (Path(dirpath) / name).stat()
+                        found[key] = StoredObject(st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+        return found
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

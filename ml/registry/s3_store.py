@@ -33,6 +33,7 @@ from ml.registry.store import (
     ArtifactStore,
     BucketNotFound,
     ConflictError,
+    StoredObject,
     StoreUnreachable,
     check_key,
 )
@@ -134,9 +135,9 @@ class S3Store(ArtifactStore):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix)
             return [obj for page in pages for obj in page.get("Contents", [])]
 
-    def list(self, prefix: str = "") -> list[str]:
-        keys = (o["Key"][len(self.prefix) :] for o in self._list_raw(self.prefix + prefix))
-        return sorted(k for k in keys if not k.startswith(LOCKS))
+    def list_objects(self, prefix: str = "") -> dict[str, StoredObject]:
+        found = {o["Key"][len(self.prefix) :]: o for o in self._list_raw(self.prefix + prefix)}
+        return {k: StoredObject(o["Size"], o["LastModified"]) for k, o in found.items() if not k.startswith(LOCKS)}
 
     def delete(self, key: str) -> None:
         self._delete_raw(self._k(key))

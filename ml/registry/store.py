@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,14 @@ class ConflictError(RuntimeError):
     """A conditional write lost: the object changed since it was read (or its lock could not be taken)."""
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """What a listing knows of an object: retention (ml.registry.retention) sizes and dates deletions by it."""
+
+    size: int  # bytes
+    modified: datetime  # last written (UTC)
+
+
 def check_key(key: str) -> str:
     if not key or "\\" in key or key.startswith(LOCKS) or any(p in ("", ".", "..") for p in key.split("/")):
         raise ValueError(f"invalid key {key!r}: want a relative '/'-separated path without '.', '..' or '.locks/'")
@@ -84,13 +94,17 @@ class ArtifactStore(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool: ...
     @abstractmethod
-    def list(self, prefix: str = "") -> list[str]: ...
+    def list_objects(self, prefix: str = "") -> dict[str, StoredObject]: ...  # keys from `prefix`, locks left out
     @abstractmethod
     def delete(self, key: str) -> None: ...
     @abstractmethod
     def url(self, key: str = "") -> str: ...
     @abstractmethod
     def read_versioned(self, key: str) -> tuple[bytes, str] | None: ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """The keys starting with `prefix` (a plain string prefix, not only whole folders), sorted."""
+        return sorted(self.list_objects(prefix))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._put(key, data)

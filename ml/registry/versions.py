@@ -105,6 +105,11 @@ class Registry:
         stamp = datetime.fromtimestamp(us // 1_000_000, UTC)
         return f"{stamp:%Y%m%dT%H%M%S}.{us % 1_000_000:06d}Z-{secrets.token_hex(3)}"
 
+    @staticmethod
+    def version_time(version: str) -> datetime:
+        """When a version was published, from its id (new_version_id): ages without reading metadata.json."""
+        return datetime.strptime(version[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+
     def _key(self, model: str, version: str, name: str = "") -> str:
         return f"models/{_name('model', model)}/versions/{_name('version', version)}/{name}"
 
@@ -160,6 +165,12 @@ class Registry:
         if name not in [*files, METADATA_FILE]:
             raise ObjectNotFound(f"model {model!r} version {version!r} has no file {name!r}; it has {files}")
         return self.store.get_file(self._key(model, version, name), dest)
+
+    def aliases(self, model: str) -> dict[str, dict[str, Any]]:
+        """Every alias of `model` (production and any other) and its record."""
+        prefix = self._alias_key(model, "x")[: -len("x.json")]
+        names = (key[len(prefix) : -len(".json")] for key in self.store.list(prefix) if key.endswith(".json"))
+        return {name: record for name in names if (record := self.get_alias(model, name)) is not None}
 
     def get_alias(self, model: str, alias: str) -> dict[str, Any] | None:
         found = self.store.read_versioned(self._alias_key(model, alias))
