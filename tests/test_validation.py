@@ -231,7 +231,7 @@ def test_test_rows_pass_validation_and_a_copy_in_test_is_leakage(tmp_path: Path)
     assert report.passed, report.markdown()
     split = pd.read_csv(report.prepared.split_csv, keep_default_na=False)
     assert len(split) == 48 and set(split["split"]) == {"train", "val", "test"}
-    assert set(report.prepared.counts) == {"train", "val"}  # test rows are kept in split.csv, unused downstream
+    assert set(report.prepared.counts) == {"train", "val", "test"}  # test rows counted, kept in split.csv
     root = tree(tmp_path / "data", {"train/a": 4, "train/b": 4, "val/a": 2, "val/b": 2, "test/a": 1})
     shutil.copy(root / "train" / "b" / "b01.png", root / "test" / "a" / "copy.png")
     found = failed(validate(tmp_path))
