@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # Before anything imports prefect: never share the user's Prefect database or send analytics.
@@ -81,3 +87,51 @@ def store_uri(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     server.client().create_bucket(Bucket=bucket)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)  # boto3's own env handling
     return f"s3://{bucket}/prefix"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records every POST; answers `fail_with` to the first `failures` of them."""
+
+    url: str
+    posts: list[tuple[str, dict]] = field(default_factory=list)
+    failures: int = 0
+    fail_with: int = 500
+
+    def wait_for(self, n: int, timeout: float = 30.0) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        while len(self.posts) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.posts
+
+    def texts(self, path: str = "") -> list[str]:
+        return [body["text"] for p, body in self.posts if p.startswith(path)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if state.failures > 0:
+                state.failures -= 1
+                self.send_response(state.fail_with)
+            else:
+                state.posts.append((self.path, body))
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,7 +1,7 @@
 """prefect.yaml on a real Prefect server: `make server`, `make deploy`, a CLI trigger of `retrain/demo` that a
-worker runs, the registry gets the version, the UI lists the run.
+worker runs, the registry gets the version, the UI lists the run; a run whose worker is killed is marked Crashed.
 
-    .venv/bin/pytest -q tests/test_deployments.py      # ~2 min: a server, one tiny retrain, a browser
+    .venv/bin/pytest -q tests/test_deployments.py      # ~5 min: a server, tiny retrains, a dead worker, a browser
 
 Everything started here (server, worker, the flow run's process) is stopped at the end, even on failure.
 """
@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 from PIL import Image
@@ -43,7 +44,7 @@ from ml.registry.storage import open_store
 from ml.registry.versions import Registry
 from ml.training.distributed import free_port
 from tasks.gpus import TRAINING_LIMIT
-from tests.conftest import tiny_overrides
+from tests.conftest import Receiver, tiny_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -312,3 +313,49 @@ def test_the_ui_flow_runs_page_shows_the_run(server: Server, demo_run: DemoRun, 
     _run([*browse, f"--screenshot={shot}", f"{server.url}/runs"], server.env, timeout=90)
     with Image.open(shot) as img:
         assert img.size == (1400, 900) and len(img.convert("RGB").getcolors(maxcolors=1 << 21)) > 50  # not blank
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_run_whose_worker_and_process_die_is_marked_crashed_and_alerted_once(
+    server: Server, deployed: dict, receiver: Receiver, tmp_path
+):
+    """kill -9 of the worker and its flow process: no hook can run; dead-runs.yaml (here with a 45 s window on
+    30 s heartbeats) marks the run Crashed and dead-run-alert.yaml sends one message naming it."""
+    hook = f"Webhook(url={receiver.url + '/dead'!r}, allow_private_urls=True).save('visionflow-alerts', overwrite=True)"
+    _run([sys.executable, "-c", f"from prefect.blocks.webhook import Webhook; {hook}"], server.env)  # same block id
+    dead_runs = yaml.safe_load((REPO / "deployments" / "automations" / "dead-runs.yaml").read_text())
+    dead_runs["trigger"]["within"] = 45
+    (tmp_path / "dead-runs.yaml").write_text(yaml.safe_dump(dead_runs))
+    _run([PREFECT, "--no-prompt", "automation", "delete", dead_runs["name"]], server.env)
+    _run([PREFECT, "automation", "create", "--from-file", str(tmp_path / "dead-runs.yaml")], server.env)
+
+    overrides = tiny_overrides(tmp_path, **{"train.epochs": 1000, "train.device": "cpu"})  # far longer than the test
+    trigger = [PREFECT, "deployment", "run", "retrain/demo", "--param", f"overrides={json.dumps(overrides)}"]
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", _run(trigger, server.env)).group(1)
+    heartbeats = {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{run_id}"]}}
+    log = tmp_path / "worker.log"
+    env = server.env | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    with _started([PREFECT, "worker", "start", "--pool", "visionflow"], env, log) as worker:
+        deadline = time.monotonic() + 120
+        while not server.api.post("/events/filter", json={"filter": heartbeats}).json()["events"]:
+            assert time.monotonic() < deadline, f"no heartbeat of {run_id} after 120 s:\n{_tail(log)}"
+            time.sleep(1)
+        run = server.api.get(f"/flow_runs/{run_id}").json()
+        assert run["state"]["type"] == "RUNNING", _tail(log)
+        for proc in _descendants(worker.pid):  # the worker and the flow process it started: nobody left to report
+            proc.kill()
+    deadline = time.monotonic() + 150
+    while (state := server.api.get(f"/flow_runs/{run_id}").json()["state"])["type"] == "RUNNING":
+        assert time.monotonic() < deadline, "the dead run is still RUNNING after 150 s"
+        time.sleep(2)
+    assert state["type"] == "CRASHED" and state["message"].startswith("visionflow: no heartbeat"), state
+    receiver.wait_for(1, timeout=60)
+    time.sleep(10)  # a second message would come now
+    texts = [t for t in receiver.texts("/dead") if run["name"] in t]
+    assert len(texts) == 1 and "process died" in texts[0], receiver.posts
