@@ -41,7 +41,6 @@ from ml.registry.versions import Registry
 from ml.training.classifier import train_classifier
 from tests.conftest import tiny_overrides
 from tests.s3_servers import aws_env, moto_server  # noqa: F401  (fixtures)
-from tests.test_alerts import receiver  # noqa: F401  (fixture)
 
 DRAWS = 20
 

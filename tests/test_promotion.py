@@ -31,7 +31,7 @@ from ml.registry.s3_store import worst_case_wait_s
 from ml.registry.storage import open_store
 from ml.registry.versions import PRODUCTION, Registry
 from ml.training.distributed import free_port
-from tests.conftest import tiny_overrides
+from tests.conftest import Receiver, tiny_overrides
 from tests.s3_servers import (  # noqa: F401 (fixtures)
     ACCESS_KEY,
     SECRET_KEY,
@@ -41,7 +41,6 @@ from tests.s3_servers import (  # noqa: F401 (fixtures)
     aws_env,
     moto_server,
 )
-from tests.test_alerts import Receiver, receiver  # noqa: F401 (fixture)
 
 CLASSES = ["circle", "cross", "square", "triangle"]  # the demo preset's classes, sorted
 PASSED = GateReport([RuleResult("accuracy >= 0.5", 0.5, 0.9, True)])
