@@ -98,12 +98,13 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     folder = run_folder(cfg, validated.result(), scratch)
     prepared, run_dir = folder.prepared, folder.path
     trained = train_model(cfg, prepared, run_dir)
-    # 3. evaluate on the validation split
+    # 3. evaluate on the validation split (and on test, at validation's threshold, when there is one)
     evaluation = evaluate_model(cfg, prepared, trained, run_dir)
     # 4. export to ONNX, parity-checked against torch; with flips or int8 inside, scored again as it ships
     exported = export_model(cfg, prepared, trained, run_dir)
     shipped = score_shipped(cfg, prepared, evaluation, exported)
-    # 5. gate: absolute, per-class, bias, cost (ONNX size, latency) and champion/challenger rules from config;
+    # 5. gate: absolute, per-class, bias, cost (ONNX size, latency) and champion/challenger rules from config,
+    #    the metric rules on the test split when there is one;
     #    `production` is read once, before the comparison, and may later move only if it is still that version
     production = read_production(cfg)
     champion = challenge_production(cfg, prepared, exported, production, run_dir)

@@ -45,7 +45,8 @@ def score_shipped(cfg: RunConfig, prepared: PreparedData, evaluation: Evaluation
 def challenge_production(
     cfg: RunConfig, prepared: PreparedData, exported: ExportResult, production: str | None, run_dir: Path
 ) -> ChampionEval:
-    """Candidate and `production` (as read before this task) through onnxruntime on this run's validation split."""
+    """Candidate and `production` (as read before this task) through onnxruntime on this run's test split
+    (validation without one)."""
     return challenge(open_registry(cfg), cfg, prepared, Path(exported.path), production, run_dir)
 
 
@@ -60,7 +61,7 @@ def gate_model(
     cfg: RunConfig, shipped: Evaluation, exported: ExportResult, latency_ms: float, champion: ChampionEval
 ) -> GateReport:
     """Absolute, per-class, bias, cost, int8 and champion rules from cfg.gate, one row each. The metric rules
-    judge the file that ships (score_shipped)."""
+    judge the file that ships (score_shipped), on the test split when there is one."""
     size_mb = exported.size_bytes / 1e6
     candidate = Candidate(shipped.metrics, size_mb, latency_ms, exported.quantization, shipped.measured_on)
     return evaluate_gate(candidate, champion, cfg.gate)

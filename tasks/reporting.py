@@ -30,6 +30,9 @@ def publish_artifacts(model: str, evaluation: Evaluation, gate: GateReport, summ
         table=metric_rows(evaluation.metrics),
         description=f"{model}: validation metrics per class",
     )
+    if "test" in evaluation.metrics:
+        test = metric_rows(evaluation.metrics["test"])
+        create_table_artifact(key=f"{model}-test-metrics", table=test, description=f"{model}: test metrics (gated)")
     if gate.rules:
         create_table_artifact(key=f"{model}-gate", table=gate_rows(gate), description=f"{model}: gate rules")
     create_markdown_artifact(key=f"{model}-summary", markdown=summary_md, description=f"{model}: retrain summary")

@@ -309,6 +309,17 @@ def test_given_split_column_is_kept_test_included() -> None:
         assign_splits(frame, DataConfig())
 
 
+def test_a_given_split_without_test_rows_gets_test_from_train_only() -> None:
+    frame = frame_of(TEN)
+    frame["split"] = frame["group"].str[-1].isin(["0", "5"]).map({True: "val", False: "train"})
+    out = assign_splits(frame, DataConfig(test_fraction=0.2))
+    assert (out["split"] == "val").tolist() == (frame["split"] == "val").tolist()  # validation as given
+    moved = out.loc[frame["split"] == "train", "split"]
+    assert abs((moved == "test").mean() - 0.2) < 0.05 and out.groupby("group")["split"].nunique().max() == 1
+    assert out["split"].tolist() != frame["split"].tolist()
+    assert assign_splits(frame, DataConfig())["split"].tolist() == frame["split"].tolist()  # none asked: as given
+
+
 def test_val_plus_test_fraction_below_one_at_config_load() -> None:
     with pytest.raises(ValidationError, match="must be < 1"):
         load_config("demo", ["data.val_fraction=0.5", "data.test_fraction=0.5"])

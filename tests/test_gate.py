@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ml.config.evaluation import ChampionConfig, GateConfig
 from ml.config.run import load_config
 from ml.core.metrics import classification_metrics
 from ml.data.prepare import prepare_dataset, sample_digests
+from ml.evaluation.classifier import applied_on_split
 from ml.evaluation.gate import Candidate, ChampionEval, champion_rule, evaluate_gate, regressions
 from ml.evaluation.stats import paired_bootstrap, resampled_metric
 from ml.export.onnx import IncompatibleModel, export_onnx
@@ -167,9 +169,17 @@ def test_gate_rows_are_what_the_table_artifact_shows():
     rules = GateConfig(min={"accuracy": 0.95}, max_class_share=0.4)
     report = evaluate_gate(Candidate(_metrics()), NO_PRODUCTION, rules)
     assert gate_rows(report) == [
-        {"rule": "accuracy >= 0.95", "threshold": "0.95", "measured": "0.9000", "result": "FAIL", "detail": ""},
+        {
+            "rule": "accuracy >= 0.95",
+            "split": "validation",
+            "threshold": "0.95",
+            "measured": "0.9000",
+            "result": "FAIL",
+            "detail": "",
+        },
         {
             "rule": "max class share of predictions <= 0.4",
+            "split": "validation",
             "threshold": "0.4",
             "measured": "0.2500",
             "result": "pass",
@@ -177,12 +187,26 @@ def test_gate_rows_are_what_the_table_artifact_shows():
         },
         {
             "rule": "macro_f1 vs production",
+            "split": "validation",
             "threshold": "n/a",
             "measured": "0.8800",
             "result": "pass",
             "detail": "no production model yet: nothing to beat",
         },
     ]
+
+
+def test_with_a_test_split_the_metric_rules_judge_test_and_say_so():
+    val_passes, test_fails = _metrics(accuracy=0.96), _metrics(accuracy=0.9, recalls=(0.9, 0.5, 0.9, 0.9))
+    rules = GateConfig(min={"accuracy": 0.95}, per_class_min={"recall": 0.8}, max_latency_ms=5)
+    champion = ChampionEval(None, {"macro_f1": 0.88}, split="test")
+    report = evaluate_gate(Candidate(val_passes | {"test": test_fails}, latency_ms=1), champion, rules)
+    assert not _rows(report)["accuracy >= 0.95"] and not _rows(report)["recall[cross] >= 0.8"]
+    assert report.split == "test" and report.metrics["accuracy"] == 0.9
+    splits = {r.rule: r.split for r in report.rules}
+    assert splits["accuracy >= 0.95"] == splits["macro_f1 vs production"] == "test"
+    assert splits["latency ms/image <= 5"] == ""  # cost rules judge no split
+    assert evaluate_gate(Candidate(val_passes, latency_ms=1), NO_PRODUCTION, rules).passed  # no test: validation
 
 
 def test_regressions_beyond_tolerance_only():
@@ -295,3 +319,23 @@ def test_latency_is_measured_per_image(split, tmp_path):
     assert 0 < ms < 1000
     rules = GateConfig(max_latency_ms=1e-6, champion={"enabled": False})
     assert not evaluate_gate(Candidate(_metrics(), latency_ms=ms), NO_PRODUCTION, rules).passed
+
+
+def test_with_a_test_split_champion_compares_on_test_images(tmp_path):
+    cfg = load_config("demo", tiny_overrides(tmp_path, **{"data.test_fraction": 0.3}))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    assert prepared.judged_side == "test"
+    onnx = _onnx(tmp_path / "cand.onnx")
+    registry = Registry(open_store(cfg.storage.uri))
+    champ = challenge(registry, cfg, prepared, onnx, _publish(registry, onnx, prepared.classes), tmp_path)
+    assert champ.split == "test" and champ.n_images == sum(prepared.counts["test"].values())
+    assert champ.candidate_metrics["accuracy"] == evaluate_on_split(cfg, prepared, onnx, "test")["accuracy"]
+
+
+def test_the_test_split_is_scored_at_the_threshold_chosen_on_validation(split):
+    _, prepared = split
+    two = replace(prepared, classes=["no", "yes"])
+    targets, probs = np.array([0, 0, 1, 1]), np.array([[0.6, 0.4], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])
+    on_test = applied_on_split(two, "test", targets, probs, {"decision": {"threshold": 0.6}})
+    assert on_test["accuracy"] == 0.75  # at 0.6 one positive is missed; a threshold chosen on these would reach 1.0
+    assert applied_on_split(two, "test", targets, probs, {})["accuracy"] == 1.0  # argmax when none was chosen

@@ -42,6 +42,11 @@ class PreparedData:
         """Hash of split.csv (files, labels, sides): what caches and checkpoints made from this split are keyed by."""
         return hashlib.sha256(Path(self.split_csv).read_bytes()).hexdigest()[:16]
 
+    @property
+    def judged_side(self) -> str:
+        """The split the gate judges: "test" when there is one (nothing was chosen on it), else "val"."""
+        return "test" if "test" in self.counts else "val"
+
 
 def unreadable_files(frame: pd.DataFrame, channels: int) -> list[tuple[str, str]]:
     """(file, decoder error) for every sample that does not decode; reads each file once, in threads."""

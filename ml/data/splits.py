@@ -87,7 +87,8 @@ def _tile_groups(frame: pd.DataFrame, gap: int) -> pd.Series:
 def assign_splits(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     """Copy of frame with `group` and `split` ('train'/'val'/'test'); same frame and config -> same split.
 
-    A `split` already on every row (pre-split tree, manifest column) is kept as it is; otherwise each group's side
+    A `split` already on every row (pre-split tree, manifest column) is kept as it is (with data.test_fraction and
+    no test rows, a test split is hashed out of train, see `_test_from_train`); otherwise each group's side
     comes from its hash alone (see `group_hash`), so adding data never moves an existing sample.
     """
     out = frame.copy()
@@ -97,7 +98,7 @@ def assign_splits(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         bad = sorted(set(fixed) - set(SPLITS))
         if bad:
             raise DatasetError(f"split values {bad} are not {list(SPLITS)}")
-        return out.assign(split=fixed)
+        return out.assign(split=_test_from_train(out["group"], fixed, cfg))
     if (fixed != "").any():
         raise DatasetError(
             f"{int((fixed == '').sum())} of {len(out)} samples have no split while others do: "
@@ -106,6 +107,15 @@ def assign_splits(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     sides = _group_sides(out, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     out["split"] = out["group"].map(sides)
     return out
+
+
+def _test_from_train(groups: pd.Series, fixed: pd.Series, cfg: DataConfig) -> pd.Series:
+    """Given sides without test rows and data.test_fraction > 0: the train groups hashed at or above 1 - test_fraction
+    move to test (about that share of train); validation stays as given."""
+    if cfg.test_fraction == 0 or (fixed == "test").any():
+        return fixed
+    u = groups.map(lambda g: group_hash(g, cfg.split_seed))
+    return fixed.mask((fixed == "train") & (u >= 1 - cfg.test_fraction), "test")
 
 
 def group_hash(group: str, seed: int) -> float:

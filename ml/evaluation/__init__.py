@@ -1,4 +1,4 @@
-"""Stage 4, evaluation: the best checkpoint scored on the validation split, and the gate's pure rules.
+"""Stage 4, evaluation: the best checkpoint scored on the validation (and test) split, and the gate's pure rules.
 
 step.py          evaluate_step: the kind's evaluator (EVALUATORS)
 classifier.py    metrics at eval.decision, per-source accuracy, plots, TTA beside; as_shipped

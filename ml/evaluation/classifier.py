@@ -1,4 +1,5 @@
-"""A classifier's best checkpoint on the validation split: metrics at eval.decision, plots, TTA beside."""
+"""A classifier's best checkpoint on the validation split (metrics at eval.decision, plots, TTA beside) and, when
+there is one, on the test split at the decision chosen on validation (`metrics["test"]`)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from ml.config.run import RunConfig
-from ml.core.metrics import accuracy_by, decided_metrics, decision_threshold, predict
+from ml.core.metrics import accuracy_by, classification_metrics, decided_metrics, decision_threshold, predict
 from ml.core.thresholds import decide
 from ml.data.prepare import PreparedData
 from ml.evaluation.plots import confusion_png, curves_png
 from ml.evaluation.record import Evaluation
 from ml.evaluation.tta import FlipTTA, tta_metrics
-from ml.training.classifier import datasets
-from ml.training.datasets import make_loader
+from ml.training.classifier import datasets, load_split
+from ml.training.datasets import ImageDataset, make_loader
 from ml.training.loop import TrainResult, load_trained
 from ml.training.models import pick_device
 
@@ -40,19 +43,49 @@ def decided_on_split(
     return metrics if sources is None else metrics | {"by_source": sources}
 
 
+def applied_on_split(
+    prepared: PreparedData, side: str, targets: np.ndarray, probs: np.ndarray, chosen: dict[str, Any]
+) -> dict[str, Any]:
+    """classification_metrics at the threshold `chosen` (validation's metrics) holds, never one chosen on this
+    split: the test split's figures, with `by_source` for a split relabelled target-vs-rest."""
+    threshold = decision_threshold(chosen)
+    metrics = classification_metrics(targets, probs, prepared.classes, threshold)
+    sources = by_source(prepared, side, targets, decide(probs, threshold))
+    return metrics if sources is None else metrics | {"by_source": sources}
+
+
+def _test_metrics(
+    cfg: RunConfig, prepared: PreparedData, model: nn.Module, device: torch.device, val: dict, tta_val: dict | None
+) -> dict[str, Any]:
+    """The test split scored at validation's decision (with eval.tta, TTA at validation's TTA decision)."""
+    test_ds = ImageDataset(*load_split(cfg, prepared, "test"))
+    loader = make_loader(test_ds, cfg.train.batch_size, False, cfg.train.num_workers, cfg.train.seed)
+    probs, targets = predict(model, loader, device)
+    metrics = applied_on_split(prepared, "test", targets, probs, val)
+    if cfg.eval.tta:
+        tta_probs, _ = predict(FlipTTA(model, cfg.eval.tta), loader, device)
+        tta = classification_metrics(targets, tta_probs, prepared.classes, decision_threshold(tta_val or {}))
+        metrics |= tta_metrics(tta)
+    return metrics
+
+
 def evaluate_classifier(cfg: RunConfig, prepared: PreparedData, train: TrainResult, run_dir: Path) -> Evaluation:
     """Best checkpoint on the validation split: metrics JSON, confusion matrix and training curves PNGs.
-    With eval.tta the flip-averaged metrics sit beside the plain ones as `<metric>_tta` (did TTA help?)."""
+    With eval.tta the flip-averaged metrics sit beside the plain ones as `<metric>_tta` (did TTA help?).
+    With a test split, `metrics["test"]` holds its figures at the decisions chosen on validation."""
     device = pick_device(cfg.train.device)
     model, classes = load_trained(Path(train.best_checkpoint), cfg, device)
     _, val_ds = datasets(cfg, prepared)
     loader = make_loader(val_ds, cfg.train.batch_size, False, cfg.train.num_workers, cfg.train.seed)
     probs, targets = predict(model, loader, device)
-    metrics = decided_on_split(cfg, prepared, "val", targets, probs)
+    metrics, tta = decided_on_split(cfg, prepared, "val", targets, probs), None
     if cfg.eval.tta:
         tta_probs, _ = predict(FlipTTA(model, cfg.eval.tta), loader, device)
         ev = cfg.eval
-        metrics |= tta_metrics(decided_metrics(targets, tta_probs, classes, ev.decision, ev.target_precision))
+        tta = decided_metrics(targets, tta_probs, classes, ev.decision, ev.target_precision)
+        metrics |= tta_metrics(tta)
+    if prepared.judged_side == "test":
+        metrics["test"] = _test_metrics(cfg, prepared, model, device, metrics, tta)
     metrics_path = run_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=1))
     plots = {

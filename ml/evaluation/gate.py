@@ -5,13 +5,15 @@
 
 Rules (GateConfig): absolute (`min`/`max`), per class (`per_class_min`), bias (`max_class_share`), cost
 (`max_model_mb`, `max_latency_ms`), int8 vs fp32 (`max_quantized_drop`) and champion/challenger (`champion`:
-candidate vs production, both scored by ml.registry.champion on the validation images neither trained on).
-Measuring happens elsewhere; nothing here reads files.
+candidate vs production, both scored by ml.registry.champion on the evaluation images neither trained on).
+With a test split (data.test_fraction) the absolute, per-class, bias and champion rules judge the test split's
+figures, on which nothing was chosen (checkpoint, threshold, TTA); without one, validation's. Each row names its
+split. Measuring happens elsewhere; nothing here reads files.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ml.config.evaluation import ChampionConfig, GateConfig
@@ -26,6 +28,7 @@ class RuleResult:
     measured: float | None  # None: could not be measured (missing metric, production not comparable)
     passed: bool
     detail: str = ""  # why, when the numbers alone do not say it
+    split: str = ""  # the split the rule judged ("test", "validation"); "" for cost rules
 
 
 @dataclass
@@ -33,6 +36,7 @@ class GateReport:
     rules: list[RuleResult] = field(default_factory=list)
     metrics: dict[str, float | None] = field(default_factory=dict)  # the scalar metrics the rules judged
     measured_on: str = ""  # what scored them when not the plain checkpoint (Candidate.measured_on)
+    split: str = ""  # the split those metrics are of
 
     @property
     def passed(self) -> bool:
@@ -51,7 +55,7 @@ class GateReport:
 
     def to_dict(self) -> dict[str, Any]:
         rules = [asdict(r) for r in self.rules]
-        judged = {"metrics": self.metrics, "measured_on": self.measured_on}
+        judged = {"metrics": self.metrics, "measured_on": self.measured_on, "split": self.split}
         return {"passed": self.passed, "verdict": self.verdict, "rules": rules, **judged}
 
 
@@ -59,7 +63,7 @@ class GateReport:
 class Candidate:
     """What the candidate is judged on."""
 
-    metrics: dict[str, Any]  # ml.core.metrics.classification_metrics on the validation split
+    metrics: dict[str, Any]  # on the validation split; the test split's under "test" when there is one
     model_mb: float | None = None  # ONNX file size
     latency_ms: float | None = None  # median onnxruntime latency per image
     quantization: dict[str, Any] | None = None  # ml.export.quantize's record: fp32 and int8 accuracy, accuracy_drop
@@ -74,10 +78,11 @@ class ChampionEval:
     candidate_metrics: dict[str, float | None] = field(default_factory=dict)
     production_metrics: dict[str, float | None] = field(default_factory=dict)
     n_images: int = 0  # evaluation images both were scored on
-    n_excluded: int = 0  # validation images left out because one of the two trained on them
+    n_excluded: int = 0  # evaluation images left out because one of the two trained on them
     excluded: str = ""  # who trained on those, or why production's training could not be excluded (no list)
     interval: tuple[float, float] | None = None  # paired bootstrap of candidate - production on the rule's metric
     error: str | None = None  # why production could not be scored (other classes, other input, broken file)
+    split: str = "validation"  # the split both were scored on ("test" when the run has one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,16 +195,27 @@ def difference(diff: float, interval: tuple[float, float] | None, rules: Champio
 
 
 def evaluate_gate(candidate: Candidate, champion: ChampionEval, rules: GateConfig) -> GateReport:
-    """Every configured rule, in a fixed order: absolute, per class, bias, cost, int8, champion."""
-    metrics, on = candidate.metrics, candidate.measured_on
+    """Every configured rule, in a fixed order: absolute, per class, bias, cost, int8, champion. The metric rules
+    judge the test split's figures when the candidate has them (`metrics["test"]`), else validation's."""
+    split, on = judged_split(candidate.metrics), candidate.measured_on
+    metrics = candidate.metrics["test"] if split == "test" else candidate.metrics
     rows = absolute_rules(metrics, rules, on)
     rows += per_class_rules(metrics.get("per_class", {}), rules.per_class_min, on)
     rows += bias_rules(metrics.get("prediction_share"), rules.max_class_share)
+    for row in rows:
+        row.split = split
     rows += cost_rules(candidate, rules)
-    rows += quantization_rules(candidate.quantization, rules.max_quantized_drop)
+    rows += [
+        replace(r, split="validation") for r in quantization_rules(candidate.quantization, rules.max_quantized_drop)
+    ]
     if rules.champion.enabled:
-        rows.append(champion_rule(champion, rules.champion))
-    return GateReport(rows, scalar_metrics(metrics), on)
+        rows.append(replace(champion_rule(champion, rules.champion), split=champion.split))
+    return GateReport(rows, scalar_metrics(metrics), on, split)
+
+
+def judged_split(metrics: dict[str, Any]) -> str:
+    """ "test" when the metrics carry the test split's (under "test"), else "validation"."""
+    return "test" if "test" in metrics else "validation"
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:

@@ -20,7 +20,7 @@ from ml.config.run import RunConfig
 from ml.core.metrics import classification_metrics, decision_threshold
 from ml.core.thresholds import decide
 from ml.data.prepare import PreparedData
-from ml.evaluation.classifier import decided_on_split
+from ml.evaluation.classifier import applied_on_split, decided_on_split
 from ml.export.onnx import IncompatibleModel, open_session
 from ml.training.classifier import load_split
 
@@ -73,12 +73,17 @@ def evaluate_onnx(
 
 
 def evaluate_on_split(cfg: RunConfig, prepared: PreparedData, path: Path, side: str = "val") -> dict[str, Any]:
-    """Metrics at eval.decision: a binary threshold is chosen on this split for each model scored (the candidate
-    and production alike), so neither gets a threshold tuned elsewhere. `per_image` (target, prediction at that
-    decision, log loss) is what the champion's paired bootstrap resamples."""
+    """Metrics at eval.decision: a binary threshold is chosen on the validation split for each model scored (the
+    candidate and production alike), so neither gets a threshold tuned elsewhere, and applied unchanged to test.
+    `per_image` (target, prediction at that decision, log loss) is what the champion's paired bootstrap resamples."""
     images, targets = load_split(cfg, prepared, side)
     probs = class_probs(path, images, prepared.classes)
-    metrics = decided_on_split(cfg, prepared, side, targets, probs)
+    if side == "val" or cfg.eval.decision == "argmax":
+        metrics = decided_on_split(cfg, prepared, side, targets, probs)
+    else:  # the threshold is validation's, never this split's
+        val_images, val_targets = load_split(cfg, prepared, "val")
+        chosen = decided_on_split(cfg, prepared, "val", val_targets, class_probs(path, val_images, prepared.classes))
+        metrics = applied_on_split(prepared, side, targets, probs, chosen)
     preds = decide(probs, decision_threshold(metrics))
     clipped = np.clip(probs, 1e-12, 1.0)  # as classification_metrics' log loss, whose mean these are
     losses = -np.log(clipped[np.arange(len(targets)), targets] / clipped.sum(axis=1))

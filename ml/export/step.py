@@ -35,7 +35,7 @@ def _classifier_file(cfg: RunConfig, prepared: PreparedData, trained: TrainResul
 @dataclass(frozen=True)
 class Exporter:
     export: Callable[[RunConfig, PreparedData, TrainResult, Path], ExportResult]
-    onnx_metrics: Callable[[RunConfig, PreparedData, Path], dict[str, Any]]  # on the val split
+    onnx_metrics: Callable[[RunConfig, PreparedData, Path, str], dict[str, Any]]  # on one split ("val", "test")
     latency: Callable[[RunConfig, PreparedData, Path], float]  # median ms per image (segmenter: per tile)
 
 
@@ -50,9 +50,10 @@ def export_step(cfg: RunConfig, prepared: PreparedData, trained: TrainResult, ru
     return EXPORTERS(cfg.model.task).export(cfg, prepared, trained, run_dir)
 
 
-def onnx_metrics_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> dict[str, Any]:
-    """Any exported model of this task (candidate or production) scored through onnxruntime on the val split."""
-    return EXPORTERS(cfg.model.task).onnx_metrics(cfg, prepared, path)
+def onnx_metrics_step(cfg: RunConfig, prepared: PreparedData, path: Path, side: str = "val") -> dict[str, Any]:
+    """Any exported model of this task (candidate or production) scored through onnxruntime on one split
+    (a binary threshold is chosen on validation, also for test)."""
+    return EXPORTERS(cfg.model.task).onnx_metrics(cfg, prepared, path, side)
 
 
 def latency_step(cfg: RunConfig, prepared: PreparedData, path: Path) -> float:
@@ -64,9 +65,13 @@ def shipped_evaluation(cfg: RunConfig, prepared: PreparedData, evaluation: Evalu
     """The evaluation of the file that ships: what the gate judges, the version records and monitoring compares
     with. With export.tta or export.quantize (classifiers), model.onnx is not the checkpoint evaluate_step scored
     (flips averaged inside, int8 weights), so it is scored again through onnxruntime, same split and rule: a
-    binary model's threshold is chosen again on the shipped file's probabilities, and that threshold ships."""
+    binary model's threshold is chosen again on the shipped file's validation probabilities, and that threshold
+    ships (and scores the test split, when there is one)."""
     inside = [name for name, on in (("flip TTA", cfg.export.tta), ("int8", cfg.export.quantize != "none")) if on]
     if not inside:
         return evaluation
     on = f"model.onnx as shipped ({', '.join(inside)}; onnxruntime)"
-    return as_shipped(evaluation, onnx_metrics_step(cfg, prepared, onnx_path), prepared.classes, on)
+    metrics = onnx_metrics_step(cfg, prepared, onnx_path)
+    if prepared.judged_side == "test":
+        metrics["test"] = onnx_metrics_step(cfg, prepared, onnx_path, "test")
+    return as_shipped(evaluation, metrics, prepared.classes, on)

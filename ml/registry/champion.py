@@ -1,16 +1,16 @@
-"""Champion vs challenger: the production model and the candidate scored on the validation images neither of
-them trained on.
+"""Champion vs challenger: the production model and the candidate scored on the evaluation images neither of
+them trained on: the test split when the run has one (nothing was chosen on it), else the validation split.
 
     production = registry.get_alias(cfg.name, "production")     # read once, before comparing
     champion = challenge(registry, cfg, prepared, Path("model.onnx"), production and production["version"], tmp)
     files["training.txt"] = write_training_list(prepared, run_dir)   # what this version trained on, for later runs
 
 Each version carries training.txt: the sorted content sha256 of its training images, one a line (content, so a
-renamed or moved copy is still recognised). This run's validation images whose content production or the
+renamed or moved copy is still recognised). This run's evaluation images whose content production or the
 candidate trained on are marked `excluded` in a copy of split.csv, and both ONNX files go through
 ml.export.step.onnx_metrics_step on what is left, so neither side profits from a different split, preprocessing
 or metric code, nor from having seen the images. A version published before training lists existed is compared
-on the whole validation split, and the row says so. A paired bootstrap over the images used gives the interval
+on the whole evaluation split, and the row says so. A paired bootstrap over the images used gives the interval
 on candidate - production. A production model that cannot score this split (other classes, other input size, a
 corrupt file) is reported in `ChampionEval.error`, and the champion rule fails with that reason.
 """
@@ -32,7 +32,8 @@ from ml.registry.store import ObjectNotFound
 from ml.registry.versions import MODEL_FILE, Registry
 
 TRAINING_FILE = "training.txt"
-EXCLUDED = "excluded"  # the split.csv side of validation rows left out of the comparison
+EXCLUDED = "excluded"  # the split.csv side of evaluation rows left out of the comparison
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
 def headline(cfg: RunConfig, metrics: dict) -> dict[str, float | None]:
@@ -72,11 +73,11 @@ def fetch_version_for(registry: Registry, model: str, version: str, prepared: Pr
 def unseen_split(
     prepared: PreparedData, production: str, trained_on: set[str] | None, out_dir: Path
 ) -> tuple[PreparedData, int, int, str]:
-    """`prepared` with the validation rows either model trained on marked `excluded` (a copy of split.csv under
-    out_dir; its own split_id, so caches do not mix), how many rows are left and were excluded, and who had
-    trained on them."""
+    """`prepared` with the evaluation rows (prepared.judged_side) either model trained on marked `excluded` (a copy
+    of split.csv under out_dir; its own split_id, so caches do not mix), how many rows are left and were excluded,
+    and who had trained on them."""
     split = sample_digests(prepared)
-    val = split["split"] == "val"
+    val = split["split"] == prepared.judged_side
     by_candidate = val & split["sha256"].isin(set(split.loc[split["split"] == "train", "sha256"]))
     by_production = val & split["sha256"].isin(trained_on or set())
     out = by_candidate | by_production
@@ -112,25 +113,28 @@ def challenge(
     production: str | None,
     workdir: Path,
 ) -> ChampionEval:
-    """Score the candidate and (if any) the `production` version with the same code on the validation images
-    neither trained on; with fewer than gate.champion.min_images of those nothing is scored (the rule refuses)."""
+    """Score the candidate and (if any) the `production` version with the same code on the evaluation images
+    (prepared.judged_side) neither trained on; with fewer than gate.champion.min_images of those nothing is scored
+    (the rule refuses). A binary threshold is each model's own, chosen on validation."""
+    side = prepared.judged_side
     if production is None:
-        candidate = onnx_metrics_step(cfg, prepared, candidate_onnx)
-        return ChampionEval(None, headline(cfg, candidate), n_images=candidate["n"])
+        candidate = onnx_metrics_step(cfg, prepared, candidate_onnx, side)
+        return ChampionEval(None, headline(cfg, candidate), n_images=candidate["n"], split=SPLIT_NAMES[side])
     try:
         path = fetch_version_for(registry, cfg.name, production, prepared, workdir)
     except IncompatibleModel as e:
-        candidate = onnx_metrics_step(cfg, prepared, candidate_onnx)
-        return ChampionEval(production, headline(cfg, candidate), n_images=candidate["n"], error=str(e))
+        candidate = onnx_metrics_step(cfg, prepared, candidate_onnx, side)
+        metrics = headline(cfg, candidate)
+        return ChampionEval(production, metrics, n_images=candidate["n"], error=str(e), split=SPLIT_NAMES[side])
     trained_on = training_list(registry, cfg.name, production, workdir)
     unseen, n_left, n_excluded, who = unseen_split(prepared, production, trained_on, workdir / f"champion-{production}")
-    result = ChampionEval(production, n_images=n_left, n_excluded=n_excluded, excluded=who)
+    result = ChampionEval(production, n_images=n_left, n_excluded=n_excluded, excluded=who, split=SPLIT_NAMES[side])
     if n_left < cfg.gate.champion.min_images:
         return result
-    candidate = onnx_metrics_step(cfg, unseen, candidate_onnx)
+    candidate = onnx_metrics_step(cfg, unseen, candidate_onnx, side)
     result.candidate_metrics = headline(cfg, candidate)
     try:
-        scored = onnx_metrics_step(cfg, unseen, path)
+        scored = onnx_metrics_step(cfg, unseen, path, side)
     except IncompatibleModel as e:
         result.error = str(e)
         return result

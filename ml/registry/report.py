@@ -49,10 +49,11 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def gate_rows(gate: GateReport) -> list[dict[str, Any]]:
-    """One row per rule: rule, threshold, measured, result (pass / FAIL), detail."""
+    """One row per rule: rule, the split it judged, threshold, measured, result (pass / FAIL), detail."""
     return [
         {
             "rule": r.rule,
+            "split": r.split,
             "threshold": "n/a" if r.threshold is None else f"{r.threshold:g}",
             "measured": _fmt(r.measured),
             "result": "pass" if r.passed else "FAIL",
@@ -77,12 +78,18 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def headline_rows(metrics: dict[str, Any], measured_on: str) -> list[dict[str, Any]]:
-    """The headline metrics; when the shipped file is not the checkpoint (flips or int8 inside), a second row
-    with the checkpoint's, so the report shows what they changed."""
-    if not measured_on:
-        return [{k: _fmt(v) for k, v in scalar_metrics(metrics).items()}]
-    rows = {"model.onnx as shipped": metrics, "best checkpoint": metrics["checkpoint"]}
-    return [{"scored": name, **{k: _fmt(v) for k, v in scalar_metrics(m).items()}} for name, m in rows.items()]
+    """The headline metrics, one row for validation and one for test when there is a test split; when the shipped
+    file is not the checkpoint (flips or int8 inside), the checkpoint's rows too, so the report shows what they
+    changed."""
+    scored = (
+        {"model.onnx as shipped": metrics, "best checkpoint": metrics["checkpoint"]} if measured_on else {"": metrics}
+    )
+    return [
+        {**({"scored": name} if name else {}), "split": split, **{k: _fmt(v) for k, v in scalar_metrics(m).items()}}
+        for name, both in scored.items()
+        for split, m in (("validation", both), ("test", both.get("test")))
+        if m is not None
+    ]
 
 
 def run_markdown(model: str, task: str, records: RunRecords) -> str:
@@ -94,10 +101,11 @@ def run_markdown(model: str, task: str, records: RunRecords) -> str:
         "",
         "## Gate",
         _table(gate_rows(gate)),
-        f"## Metrics (validation{f', {on}' if on else ''})",
+        f"## Metrics{f' ({on})' if on else ''}",
         _table(headline_rows(metrics, on)),
-        "## Per class / per image",
+        "## Per class / per image (validation)",
         _table(metric_rows(metrics)),
+        *(["## Per class / per image (test)", _table(metric_rows(metrics["test"]))] if "test" in metrics else []),
         *(
             ["## By source class (hardest first)", _table(source_rows(metrics["by_source"]))]
             if "by_source" in metrics
@@ -135,7 +143,7 @@ def compared_with(champion: ChampionEval) -> str:
     """Which production version, on how many evaluation images, and which were left out and why."""
     if champion.production_version is None:
         return "none (first version)"
-    used = f"{champion.n_images} images, {champion.n_excluded} excluded"
+    used = f"{champion.n_images} {champion.split} images, {champion.n_excluded} excluded"
     return f"{champion.production_version} on {used} ({champion.excluded})"
 
 
