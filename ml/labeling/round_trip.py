@@ -11,6 +11,7 @@ labeling/<model>/<batch>/label_studio.json (written by push) holds the server's 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,19 @@ from ml.monitoring.production import Production
 from ml.registry.store import ArtifactStore
 
 PUSHED_FILE = "label_studio.json"
+
+
+@dataclass(frozen=True)
+class Pull:
+    """Where annotations come from and go to: a JSON export file, else the server's tasks of pushed batches."""
+
+    model: str
+    kind: str  # classify | segment
+    store: str
+    batches: list[str]  # none with an export: all its tasks
+    export: Path | None
+    data_root: Path
+    endpoint_url: str | None = None
 
 
 def push_to_studio(
