@@ -91,11 +91,8 @@ def publish_batch_artifact(batch: LabelingBatch) -> None:
 
 
 def _network(task: object, task_run: object, state: State) -> bool:
-    """Retry a lost connection or a server error, not a missing key or a refused request (4xx)."""
-    err = state.result(raise_on_failure=False)
-    return isinstance(err, httpx.TransportError) or (
-        isinstance(err, httpx.HTTPStatusError) and err.response.status_code >= 500
-    )
+    """Retry a lost connection or a timeout, not a missing key or an answer the server gave (StudioApi raises)."""
+    return isinstance(state.result(raise_on_failure=False), httpx.TransportError)
 
 
 def studio_api(lab: LabelingConfig) -> StudioApi:

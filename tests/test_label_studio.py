@@ -179,6 +179,14 @@ def test_the_flows_push_pull_and_a_retrain_counts_the_batch(classifier, studio, 
     for task in tasks[:3]:
         label = Path(task["data"]["path"]).parent.name
         assert (data.root / label / f"{task['data']['sha256'][:16]}.png").is_file()
+    export = tmp_path / "export.json"  # the server's own JSON export: the same tasks, already in the data
+    everything = {"exportType": "JSON", "download_all_tasks": "true"}  # unannotated tasks too
+    export.write_bytes(api.http.get(f"/api/projects/{pushed['project']}/export", params=everything).content)
+    assert (
+        import_main([*args, "--data-root", str(data.root), "--export", str(export), "--batch", selected["batch"]]) == 0
+    )
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["tasks"], again["added"], again["already"], again["skipped"]) == (5, {}, 3, 1)
     prepared = prepare_dataset(data, tmp_path / "run")  # what the next retrain trains on and records
     assert labels_from_batches(open_store(store), classifier.production.model, prepared) == {selected["batch"]: 3}
-    print("flow import:", json.dumps(summary))
+    print("flow import:", json.dumps(summary), "\nexport import:", json.dumps(again))
