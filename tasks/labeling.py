@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import boto3
 import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -15,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from ml.config.production import LabelingConfig
-from ml.labeling.annotations import AnnotationRules, ImportedLabels, import_annotations
+from ml.labeling.annotations import ImportedLabels
 from ml.labeling.batch import (
     BatchRequest,
     KnownImages,
@@ -25,8 +24,8 @@ from ml.labeling.batch import (
     select_batch,
     shortlist_of,
 )
-from ml.labeling.round_trip import Pull, batch_tasks, export_tasks, push_to_studio
-from ml.labeling.scored_pool import PoolFiles, read_pool_file
+from ml.labeling.round_trip import Pull, import_pulled, pulled_tasks, push_to_studio
+from ml.labeling.scored_pool import PoolFiles
 from ml.labeling.selection import Shortlist
 from ml.labeling.studio_api import StudioApi
 from ml.monitoring.log import ScoringJob
@@ -125,15 +124,8 @@ def push_batch(production: Production, job: ScoringJob, batch: LabelingBatch) ->
 @task(name="pull-annotations", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_network)
 def pull_annotations(pull: Pull, lab: LabelingConfig) -> ImportedLabels:
     """The batches' annotated images written into the training data (class folders, or images/ + masks/)."""
-    if pull.export is not None:
-        tasks = [t for b in pull.batches or [None] for t in export_tasks(pull.export, b)]
-    else:
-        api, store = studio_api(lab), open_store(pull.store, pull.endpoint_url)
-        tasks = [t for b in pull.batches for t in batch_tasks(store, api, pull.model, b)]
-    rules = AnnotationRules(pull.kind, lab.choices_name, lab.brush_name, lab.label_studio.resolve)
-    s3 = any(t["data"]["path"].startswith("s3://") for t in tasks)
-    client = boto3.client("s3", endpoint_url=pull.endpoint_url) if s3 else None
-    imported = import_annotations(tasks, rules, pull.data_root, lambda file: read_pool_file(file, client))
+    tasks = pulled_tasks(pull, None if pull.export else studio_api(lab))
+    imported = import_pulled(pull, tasks, lab)
     get_run_logger().info(
         "%d tasks: %s added, %d already there, %d skipped, %d unannotated, %d unresolved, %d conflicts",
         imported.tasks, imported.added, imported.already, imported.skipped, imported.unannotated,
