@@ -13,14 +13,18 @@ uncertain_share) and labeling.strategy picks --budget of them (default labeling.
 over predicted classes) or random. Images queued in an earlier batch or found under the version's data.root (same
 sha256) are skipped. Written to the store: tasks.json (import it into a Label Studio project set up with
 label_config.xml, written beside it: the model's guess is each task's prediction; for a folder pool, start Label
-Studio with the document root and local storage the command prints), selection.csv; the Prefect
+Studio with the document root and local storage the command prints), selection.csv. With
+labeling.label_studio.url set, the batch is also pushed to that server (project: labeling.label_studio.project, or
+the model's name; API key: $LABEL_STUDIO_API_KEY, else the Prefect Secret block labeling.label_studio.secret_block)
+and label_studio.json records the project and task ids flows.import_labels pulls by. The Prefect
 artifact `<model>-labeling` shows the batch with thumbnails. Settings are the production version's `labeling` and
 `monitor` sections (batch_size, workers); --set labeling.KEY=VALUE / monitor.KEY=VALUE override them. The last
 stdout line is a JSON summary; exit code 0 when the pool was scored (a batch written, or nothing new to label),
 1 when it failed, 2 for bad arguments.
 
-Labelled images go back into the training data (class folders, or images/ + masks/); the next retrain picks them
-up and records per batch how many it used (metadata.json: labels_from_batches).
+Labelled images go back into the training data (class folders, or images/ + masks/: flows.import_labels writes
+them from the server or an export); the next retrain picks them up and records per batch how many it used
+(metadata.json: labels_from_batches).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from ml.monitoring.log import ScoringJob
 from ml.monitoring.production import LABELING, PRODUCTION_CACHE
 from ml.monitoring.scoring import source_shards
 from ml.registry.storage import open_store
-from tasks.labeling import choose_batch, publish_batch_artifact, shortlist_shard, write_shortlisted
+from tasks.labeling import choose_batch, publish_batch_artifact, push_batch, shortlist_shard, write_shortlisted
 from tasks.monitoring import fetch_production, run_name, settings_for
 
 
@@ -84,7 +88,10 @@ def select_for_labeling(
         shards = shortlist_shards.with_options(task_runner=shard_runner(mon.dask_address))
         known, shortlists = shards(job, production.classes, mon.shard_files)
         selected = write_shortlisted(production, job, shortlists, known, start)
-    # 3. Prefect artifact: the batch with thumbnails and links
+    # 3. labeling.label_studio.url set: the batch into the model's Label Studio project (ids -> label_studio.json)
+    if settings.labeling.label_studio.url and selected.selected:
+        selected = push_batch(production, job, selected)
+    # 4. Prefect artifact: the batch with thumbnails and links
     publish_batch_artifact(selected)
     return {**selected.to_dict(), "images_per_s": selected.scored / selected.seconds if selected.seconds else None}
 
@@ -131,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if summary["selected"]:
         print(f"tasks:    {summary['links']['tasks']}")
         print(f"config:   {summary['links']['label_config']} (the Label Studio project's labeling config)")
+        if summary["label_studio"]:
+            ls = summary["label_studio"]
+            print(f"pushed:   {len(ls['tasks'])} tasks to {ls['url']}/projects/{ls['project']}")
         if summary["recipe"]:
             print(f"label studio, so that the images display:\n{summary['recipe']}")
     else:

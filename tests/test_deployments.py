@@ -33,6 +33,7 @@ from prefect.utilities.callables import parameter_schema
 from flows.evaluate import evaluate
 from flows.experiment import experiment
 from flows.gc import gc
+from flows.import_labels import import_labels
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.score import main as score_main
@@ -184,6 +185,11 @@ def test_prefect_yaml_monitors_every_classifier_and_labels_every_model_weekly():
     for name, d in labeling.items():
         assert d["parameters"] == {"model": name, "pool": f".visionflow/pool/{name}"}
         assert [s["cron"] for s in d["schedules"]] == ["0 4 * * 1"]  # Mondays
+    imports = by_flow["flows/import_labels.py:import_labels"]
+    assert set(imports) == set(labeling)
+    for name, d in imports.items():
+        assert d["parameters"] == {"model": name}
+        assert [s["cron"] for s in d["schedules"]] == ["0 1 * * 0"]  # Sundays, before the 02:00 retrain
 
 
 def test_prefect_yaml_runs_retention_nightly_per_preset_after_the_retrains():
@@ -195,7 +201,7 @@ def test_prefect_yaml_runs_retention_nightly_per_preset_after_the_retrains():
         assert [s["cron"] for s in d["schedules"]] == ["0 5 * * *"]  # after retrain (2), monitor (3), labeling (4)
 
 
-FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling, gc)
+FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling, import_labels, gc)
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)

@@ -1,6 +1,8 @@
 """The labeling round trip against a real Label Studio server (tests.label_studio_server): select a batch, push it,
 annotate through the API as annotators do (a skipped task, a two-annotator disagreement), pull it into the training
-data, and check the masks pixel-exact against the SDK's own RLE decoder, run in the server's environment."""
+data, and check the masks pixel-exact against the SDK's own RLE decoder, run in the server's environment; and the
+whole loop through the flows: select_for_labeling pushes, flows.import_labels pulls, the dataset a retrain
+prepares counts the batch (labels_from_batches)."""
 
 from __future__ import annotations
 
@@ -13,17 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flows.import_labels import main as import_main
+from flows.select_for_labeling import select_for_labeling
 from ml.data.masks import load_mask
+from ml.data.prepare import prepare_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
 from ml.labeling.annotations import AnnotationRules, import_annotations
-from ml.labeling.batch import BatchRequest, select_batch
+from ml.labeling.batch import BatchRequest, labels_from_batches, select_batch
 from ml.labeling.labelstudio import brush_result, choices_result, rle_to_mask
 from ml.labeling.round_trip import batch_tasks, push_to_studio
 from ml.labeling.scored_pool import PoolFiles, read_pool_file
 from ml.labeling.studio_api import StudioApi
 from ml.monitoring.production import LABELING, resolve_settings
 from ml.registry.storage import open_store
+from tasks.labeling import studio_api
 from tests import label_studio_server as ls
 from tests.test_active_learning import classifier, segmenter  # noqa: F401  (fixtures)
 
@@ -128,3 +134,59 @@ def test_segmenter_round_trip_masks_match_the_sdk_decoder(segmenter, studio, tmp
         assert np.array_equal(load_mask(str(data / "masks" / f"{name}.png")), mask)
         assert (data / "images" / f"{name}.png").is_file()
     print("segmenter import:", json.dumps(got.to_dict()), f"RLE checked against the SDK: {len(rles)} masks")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_flows_push_pull_and_a_retrain_counts_the_batch(classifier, studio, tmp_path, monkeypatch, capsys):  # noqa: F811
+    pool = make_shapes_dataset(
+        studio.document_root / "flow-shapes",
+        classifier.cfg.data.synthetic.model_copy(update={"seed": 41, "per_class": 2}),
+    )
+    shutil.copytree(classifier.tmp / "store", tmp_path / "store")
+    store, cache = f"file://{tmp_path / 'store'}", str(tmp_path / "cache")
+    over = {"labeling.label_studio.url": studio.url, "labeling.document_root": str(studio.document_root)}
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    lab = resolve_settings(classifier.production.config, over, LABELING).labeling
+    with pytest.raises(RuntimeError, match="LABEL_STUDIO_API_KEY.*Prefect Secret block 'label-studio-api-key'"):
+        studio_api(lab)  # no key anywhere: the error names both places
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.token)
+    selected = select_for_labeling(classifier.production.model, str(pool), store, 5, over, cache)
+    pushed = selected["label_studio"]
+    assert len(pushed["tasks"]) == 5 and pushed["url"] == studio.url
+    api = StudioApi(studio.url, studio.token)
+    ids = set(pushed["tasks"].values())  # the model's project also holds the first test's batch
+    tasks = sorted((t for t in api.tasks(pushed["project"]) if t["id"] in ids), key=lambda t: t["id"])
+    for task in tasks[:3]:  # the annotator gives the true class (the folder the image was drawn for)
+        truth = Path(task["data"]["path"]).parent.name
+        api.annotate(task["id"], [choices_result(truth, lab.choices_name, lab.image_name)])
+    api.annotate(tasks[3]["id"], [], cancelled=True)  # skipped; tasks[4] stays unannotated
+    data = classifier.cfg.data.model_copy(update={"root": tmp_path / "data"})
+    shutil.copytree(classifier.cfg.data.root, data.root)
+    args = [
+        "--model",
+        classifier.production.model,
+        "--store",
+        store,
+        "--cache-dir",
+        cache,
+        "--data-root",
+        str(data.root),
+    ]
+    assert import_main([*args, "--set", f"labeling.label_studio.url={studio.url}"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["batches"], summary["tasks"], sum(summary["added"].values())) == ([selected["batch"]], 5, 3)
+    assert (summary["skipped"], summary["unannotated"], summary["conflicts"]) == (1, 1, [])
+    for task in tasks[:3]:
+        label = Path(task["data"]["path"]).parent.name
+        assert (data.root / label / f"{task['data']['sha256'][:16]}.png").is_file()
+    export = tmp_path / "export.json"  # the server's own JSON export: the same tasks, already in the data
+    everything = {"exportType": "JSON", "download_all_tasks": "true"}  # unannotated tasks too
+    export.write_bytes(api.http.get(f"/api/projects/{pushed['project']}/export", params=everything).content)
+    assert (
+        import_main([*args, "--data-root", str(data.root), "--export", str(export), "--batch", selected["batch"]]) == 0
+    )
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["tasks"], again["added"], again["already"], again["skipped"]) == (5, {}, 3, 1)
+    prepared = prepare_dataset(data, tmp_path / "run")  # what the next retrain trains on and records
+    assert labels_from_batches(open_store(store), classifier.production.model, prepared) == {selected["batch"]: 3}
+    print("flow import:", json.dumps(summary), "\nexport import:", json.dumps(again))
