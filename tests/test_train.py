@@ -248,6 +248,14 @@ def test_balanced_class_weights_favour_the_rare_class():
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))
 
 
+@pytest.mark.parametrize("mode", ["sqrt", "effective"])
+def test_gentler_class_weights_favour_the_rare_class_less_steeply_than_balanced(mode):
+    targets = np.array([0] * 2500 + [1] * 83)
+    w, balanced = class_weights(targets, 2, mode), class_weights(targets, 2)
+    assert 1 < w[1] / w[0] < balanced[1] / balanced[0]
+    assert float((w[torch.as_tensor(targets)]).mean()) == pytest.approx(1.0)  # the average sample weighs 1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_amp_training(tmp_path):

@@ -91,7 +91,9 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.05, ge=0)
     scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    class_weights: Literal["none", "balanced"] = "none"
+    # loss weights by class frequency (ml.training.samplers): balanced = inverse frequency; sqrt and effective
+    # (Cui et al. 2019) weigh rare classes less steeply, for skews where balanced over-predicts them
+    class_weights: Literal["none", "balanced", "sqrt", "effective"] = "none"
     sampler: Literal["shuffle", "weighted"] = "shuffle"  # weighted: classes drawn equally often (inverse frequency)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs without improvement
     # checked after every optimizer step (a run stops inside an epoch); cosine/OneCycle are shortened to end there

@@ -110,7 +110,8 @@ def _classifier_objective(
     """train.classifier_loss (class weights, label smoothing; with model.head=map plus the mask term), the class
     sampler, validation by accuracy / macro-F1 / AUROC, and MixUp (train.mixup > 0)."""
     targets = np.asarray(train_ds.targets)
-    weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
+    mode = tc.class_weights
+    weight = None if mode == "none" else class_weights(targets, len(classes), mode).to(device)
     criterion = classifier_loss(tc, weight).to(device)
     if head == "map":
         criterion = MapLoss(criterion, SegLoss(tc.loss, tc.focal_gamma), tc.mask_loss)
