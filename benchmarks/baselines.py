@@ -1,7 +1,10 @@
 """A preset against the plain PyTorch script a competent engineer would write, at one wall-clock budget.
 
-    python benchmarks/baselines.py --presets doodle-12 cifar10 --budget-min 3 --set data.test_fraction=0.15
-    python benchmarks/baselines.py --presets demo --budget-min 0.1                   # tiny, generated data
+    python -m benchmarks.baselines --presets doodle-12 cifar10 --budget-min 3 --set data.test_fraction=0.15
+    python -m benchmarks.baselines --presets demo --budget-min 0.1                   # tiny, generated data
+
+Run it with -m from the checkout: as `python benchmarks/baselines.py` it imports whichever `ml` the environment
+has installed (a shared venv's may be another checkout's).
 
 Both sides use the preset's own train/val/test split (ml.data.prepare, so data.test_fraction holds the test
 set back) and the same decoded uint8 images (ml.training.classifier.load_split). The preset trains through the

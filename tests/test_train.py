@@ -118,12 +118,13 @@ def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
     assert result.stopped_early and result.epochs_run == 2
 
 
-def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
+def test_a_spent_time_budget_stops_in_the_first_epoch_and_still_validates_and_saves(tmp_path):
     cfg = load_config("demo", tiny_overrides(tmp_path, **{"train.epochs": 5, "train.time_budget_min": 1e-6}))
     prepared = prepare_dataset(cfg.data, tmp_path / "prep")
     train_ds, val_ds = datasets(cfg, prepared)
     result = fit(cfg, train_ds, val_ds, prepared.classes, tmp_path / "run")
     assert result.stopped_early and result.epochs_run == 1 and Path(result.best_checkpoint).exists()
+    assert "val_macro_f1" in result.history[0] and Path(result.last_checkpoint).exists()
 
 
 class Ticking(torch.utils.data.Dataset):
@@ -140,16 +141,22 @@ class Ticking(torch.utils.data.Dataset):
         return self.ds[i]
 
 
+def _on_ticking_clock(tmp_path, monkeypatch, over: dict):
+    """The shrunk demo run with its training set on a Ticking clock: an epoch takes len(train_ds) seconds."""
+    cfg = load_config("demo", tiny_overrides(tmp_path, **over))
+    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
+    train_ds, val_ds = datasets(cfg, prepared)
+    clock = Ticking(train_ds)
+    for module in (ml.training.loop, ml.training.budget):
+        monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    return cfg, prepared, clock, val_ds
+
+
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
 def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_schedule(tmp_path, monkeypatch, scheduler):
     # batches of 8: enough steps per epoch for 3 epochs of OneCycle to end annealed, whatever the split's train size
     over = {"train.epochs": 6, "train.scheduler": scheduler, "train.batch_size": 8}
-    cfg = load_config("demo", tiny_overrides(tmp_path, **over))
-    prepared = prepare_dataset(cfg.data, tmp_path / "prep")
-    train_ds, val_ds = datasets(cfg, prepared)
-    clock = Ticking(train_ds)  # an epoch takes len(train_ds) seconds
-    for module in (ml.training.loop, ml.training.budget):
-        monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    cfg, prepared, clock, val_ds = _on_ticking_clock(tmp_path, monkeypatch, over)
 
     def budget(epochs: float):
         minutes = epochs * len(clock) / 60
@@ -160,17 +167,28 @@ def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_sched
             raise Crash
 
     run_dir, seen = tmp_path / "run", []
-    with pytest.raises(Crash):  # after epoch 1 the 1.5 epochs left hold 2 more: the schedule is fitted to 3 of 6
+    with pytest.raises(Crash):  # the schedule is fitted to end 2.5 epochs in, where the budget stops the run
         fit(budget(2.5), clock, val_ds, prepared.classes, run_dir, on_epoch=crash_after_two)
 
     result = fit(budget(1.5), clock, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
     assert seen == [] and result.stopped_early and result.epochs_run == 2  # the 2 epochs before used it up
 
     result = fit(budget(2.5), clock, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
-    assert seen == [3] and result.stopped_early  # not 3 more epochs on a fresh budget
+    assert seen == [3] and result.stopped_early  # half an epoch more, not 3 epochs on a fresh budget
     whole = fit(budget(2.5), clock, val_ds, prepared.classes, tmp_path / "uninterrupted")
-    lrs = [row["lr"] for row in whole.history]  # the schedule fitted to 3 epochs, ending annealed
+    lrs = [row["lr"] for row in whole.history]  # the schedule fitted to 2.5 epochs, ending annealed
     assert [row["lr"] for row in result.history] == pytest.approx(lrs) and lrs[-1] < 0.1 * cfg.train.lr
+
+
+def test_a_budget_shorter_than_an_epoch_stops_inside_it_with_the_schedule_annealed(tmp_path, monkeypatch):
+    """Fitted a fifth into the epoch, cosine ends at its floor where the budget stops the run (OneCycle's own
+    shortening: test_a_budget_that_holds_fewer_steps_shortens_the_schedule_to_end_annealed)."""
+    over = {"train.epochs": 3, "train.scheduler": "cosine", "train.batch_size": 4}
+    cfg, prepared, clock, val_ds = _on_ticking_clock(tmp_path, monkeypatch, over)
+    half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"time_budget_min": len(clock) / 120})})
+    result = fit(half, clock, val_ds, prepared.classes, tmp_path / "run")
+    assert result.stopped_early and result.epochs_run == 1 and clock.now <= 0.5 * len(clock) + 4  # one batch over
+    assert Path(result.best_checkpoint).exists() and result.history[0]["lr"] < 0.1 * cfg.train.lr
 
 
 def _optimizer() -> torch.optim.Optimizer:
@@ -178,9 +196,9 @@ def _optimizer() -> torch.optim.Optimizer:
 
 
 @pytest.mark.parametrize("kind", ["cosine", "onecycle"])
-def test_a_budget_that_holds_fewer_epochs_shortens_the_schedule_to_end_annealed(kind):
-    """20 epochs planned, 10 steps each; after epoch 1 (60 s) the 300 s left hold 5 more: the schedule ends at
-    epoch 6 at its final rate, not at epoch 6 of 20 near the peak."""
+def test_a_budget_that_holds_fewer_steps_shortens_the_schedule_to_end_annealed(kind):
+    """200 steps planned; after 10 (6 s each) the 300 s left hold 50 more: the schedule ends at step 60 at its
+    final rate, not at step 60 of 200 near the peak."""
     opt = _optimizer()
     if kind == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
@@ -189,7 +207,7 @@ def test_a_budget_that_holds_fewer_epochs_shortens_the_schedule_to_end_annealed(
     for _ in range(10):
         opt.step()
         sched.step()
-    assert fit_schedule_to_budget(sched, 10, planned=20, done=1, left_s=300, epoch_s=60) == 6
+    assert fit_schedule_to_budget(sched, planned=200, done=10, left_s=300, step_s=6) == 60
     rates = []  # the rate each of the remaining 50 batches trains at
     for _ in range(50):
         rates.append(opt.param_groups[0]["lr"])
@@ -198,12 +216,12 @@ def test_a_budget_that_holds_fewer_epochs_shortens_the_schedule_to_end_annealed(
     assert rates[-1] < 1e-4 < 0.01 < max(rates)  # unshortened, batch 60 of 200 trains near the peak (0.08-0.1)
 
 
-def test_budget_counts_the_epoch_that_crosses_it_and_never_more_than_planned_or_less_than_done():
-    assert fit_schedule_to_budget(None, 10, planned=20, done=1, left_s=250, epoch_s=60) == 6  # 4.2 -> 5 more
-    assert fit_schedule_to_budget(None, 10, planned=3, done=1, left_s=1e6, epoch_s=60) == 3
-    assert fit_schedule_to_budget(None, 10, planned=20, done=4, left_s=-30, epoch_s=60) == 4
+def test_budget_counts_the_steps_that_fit_in_it_and_never_more_than_planned_or_less_than_done():
+    assert fit_schedule_to_budget(None, planned=200, done=10, left_s=250, step_s=6) == 51  # 41.7 -> 41 more
+    assert fit_schedule_to_budget(None, planned=30, done=10, left_s=1e6, step_s=6) == 30
+    assert fit_schedule_to_budget(None, planned=200, done=40, left_s=-30, step_s=6) == 40
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=200)
-    assert fit_schedule_to_budget(cosine, 10, planned=20, done=1, left_s=1e6, epoch_s=60) == 20
+    assert fit_schedule_to_budget(cosine, planned=200, done=10, left_s=1e6, step_s=6) == 200
     assert cosine.T_max == 200  # the budget holds every epoch: the schedule is left alone
 
 
@@ -228,6 +246,14 @@ def test_schedulers_and_label_smoothing_train_and_resume(tmp_path, scheduler):
 def test_balanced_class_weights_favour_the_rare_class():
     w = class_weights(np.array([0, 0, 0, 1]), 2)
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))
+
+
+@pytest.mark.parametrize("mode", ["sqrt", "effective"])
+def test_gentler_class_weights_favour_the_rare_class_less_steeply_than_balanced(mode):
+    targets = np.array([0] * 2500 + [1] * 83)
+    w, balanced = class_weights(targets, 2, mode), class_weights(targets, 2)
+    assert 1 < w[1] / w[0] < balanced[1] / balanced[0]
+    assert float((w[torch.as_tensor(targets)]).mean()) == pytest.approx(1.0)  # the average sample weighs 1
 
 
 @pytest.mark.gpu

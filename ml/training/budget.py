@@ -1,12 +1,14 @@
 """The learning-rate schedule and the time budget it is fitted to (train.scheduler, train.time_budget_min).
 
     sched, per_step = make_scheduler(cfg.train, opt, steps_per_epoch)
-    budget = Budget(minutes, planned=12, spent_before=0.0, fitted=None, start=time.perf_counter())
-    budget.fit(sched, steps_per_epoch, done=1, epoch_s=60.0, elapsed_s=60.0)   # after a call's first epoch
-    budget.ends(epoch, elapsed_s)                                              # stop after this epoch?
+    budget = Budget(minutes, planned=12 * steps_per_epoch, spent_before=0.0, fitted=None, start=time.perf_counter())
+    budget.fit(sched, done=40, elapsed_s=30.0)   # a few steps into a call, and after its first epoch
+    budget.ends(done, elapsed_s)                 # stop after this optimizer step?
 
-A per-batch cosine or OneCycle schedule is shortened to end where the budget does, so a run the budget cuts short
-still anneals; a resumed run counts the time spent before and keeps the length it was fitted to.
+The budget is checked after every optimizer step, so it stops inside an epoch (the loop then validates and saves
+as after any epoch). A per-batch cosine or OneCycle schedule is shortened to end where the budget does, so a run
+the budget cuts short still anneals; a resumed run counts the time spent before and keeps the length it was
+fitted to.
 """
 
 from __future__ import annotations
@@ -36,14 +38,12 @@ def make_scheduler(tc: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch:
     return None, False
 
 
-def fit_schedule_to_budget(
-    sched: Any, steps_per_epoch: int, planned: int, done: int, left_s: float, epoch_s: float
-) -> int:
-    """How many epochs the time budget holds (the one crossing it included, at least those done, at most the
-    planned ones); a per-batch cosine or OneCycle schedule is shortened to end there, so a run the budget cuts
-    short still anneals instead of stopping at a high learning rate."""
-    fits = max(done, min(planned, done + math.ceil(max(left_s, 0.0) / max(epoch_s, 1e-9))))
-    set_schedule_length(sched, fits * steps_per_epoch)
+def fit_schedule_to_budget(sched: Any, planned: int, done: int, left_s: float, step_s: float) -> int:
+    """How many optimizer steps the time budget holds (at least those done, at most the planned ones); a per-batch
+    cosine or OneCycle schedule is shortened to end there, so a run the budget cuts short still anneals instead
+    of stopping at a high learning rate."""
+    fits = max(done, min(planned, done + math.floor(max(left_s, 0.0) / max(step_s, 1e-9))))
+    set_schedule_length(sched, fits)
     return fits
 
 
@@ -65,24 +65,36 @@ def resumed_schedule(saved: dict[str, Any], fresh: dict[str, Any]) -> dict[str, 
 
 
 class Budget:
-    """train.time_budget_min over every call of a run: time spent before a resume counts, and a resumed run keeps
-    the epoch its schedule was fitted to end at (`fitted`: for the same budget; None: the planned epochs)."""
+    """train.time_budget_min over every call of a run, counted in optimizer steps: time spent before a resume
+    counts, and a resumed run keeps the step its schedule was fitted to end at (`fitted`: for the same budget;
+    None: the planned steps). `steps_before`: the steps done before this call (its own rate is measured)."""
 
-    def __init__(self, minutes: float | None, planned: int, spent_before: float, fitted: int | None, start: float):
+    def __init__(
+        self,
+        minutes: float | None,
+        planned: int,
+        spent_before: float,
+        fitted: int | None,
+        start: float,
+        steps_before: int = 0,
+    ):
         self.minutes, self.planned, self.spent_before, self.start = minutes, planned, spent_before, start
+        self.steps_before = steps_before
         self.seconds = 60 * minutes if minutes else math.inf
-        self.last_epoch = min(planned, fitted or planned)  # where the schedule ends
+        self.last_step = min(planned, fitted or planned)  # where the schedule ends
 
     def elapsed(self) -> float:
         return self.spent_before + time.perf_counter() - self.start
 
-    def fit(self, sched: Any, steps_per_epoch: int, done: int, epoch_s: float, elapsed_s: float) -> int:
-        """After the first epoch of a call: the epochs the rest of the budget holds (the schedule ends there)."""
-        left = self.seconds - elapsed_s
-        self.last_epoch = fit_schedule_to_budget(sched, steps_per_epoch, self.planned, done, left, epoch_s)
-        log.info("time budget of %.1f min holds %d of %d epochs", self.minutes, self.last_epoch, self.planned)
-        return self.last_epoch
+    def fit(self, sched: Any, done: int, elapsed_s: float) -> int:
+        """The steps the rest of the budget holds at this call's rate so far (validation included once an epoch
+        has ended); a per-batch schedule ends there. Without one the run stops on the clock alone."""
+        step_s = (elapsed_s - self.spent_before) / max(done - self.steps_before, 1)
+        fits = fit_schedule_to_budget(sched, self.planned, done, self.seconds - elapsed_s, step_s)
+        log.info("time budget of %.1f min holds %d of %d steps", self.minutes, fits, self.planned)
+        self.last_step = self.planned if sched is None else fits
+        return self.last_step
 
-    def ends(self, epoch: int, elapsed_s: float) -> bool:
-        """Whether the budget stops the run after `epoch`: spent, or as many epochs run as it was fitted to."""
-        return epoch < self.planned and (elapsed_s > self.seconds or epoch >= self.last_epoch)
+    def ends(self, done: int, elapsed_s: float) -> bool:
+        """Whether the budget stops the run after `done` steps: time spent, or the fitted schedule at its end."""
+        return done < self.planned and (elapsed_s > self.seconds or done >= self.last_step)

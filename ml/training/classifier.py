@@ -21,6 +21,7 @@ from ml.data.errors import DatasetError
 from ml.data.masks import load_mask
 from ml.data.prepare import PreparedData
 from ml.training.augment import build_transforms
+from ml.training.batch_augment import BatchImages
 from ml.training.datasets import CropDataset, ImageDataset, load_resized
 from ml.training.loop import TrainResult, fit
 
@@ -62,14 +63,16 @@ def load_masks(cfg: RunConfig, prepared: PreparedData, side: str) -> np.ndarray:
     return masks
 
 
-def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset | CropDataset, ImageDataset]:
+def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset | BatchImages | CropDataset, ImageDataset]:
     """Training and validation sets. model.head=map trains on crops of the resized images and their masks and
-    validates on the whole resized images."""
+    validates on the whole resized images; train.augment.batch trains on batch-wise augmented tensors."""
     val = ImageDataset(*load_split(cfg, prepared, "val"))
     images, targets = load_split(cfg, prepared, "train")
     if cfg.model.head == "map":
         pairs = list(zip(images, load_masks(cfg, prepared, "train"), strict=True))
         return CropDataset(pairs, cfg, labels=targets), val
+    if cfg.train.augment.batch:
+        return BatchImages(images, targets, cfg.train.augment), val
     augment = build_transforms(cfg.train.augment, cfg.data.image_size, True, cfg.train.seed)
     return ImageDataset(images, targets, augment), val
 

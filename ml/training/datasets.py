@@ -10,7 +10,7 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ml.config.run import RunConfig
 from ml.data.layouts import load_image
@@ -55,7 +55,13 @@ def make_loader(
     seed: int,
     sampler: torch.utils.data.Sampler | None = None,
 ) -> DataLoader:
+    """Batches of ds; a dataset marked `batched` (ml.training.batch_augment) is handed whole lists of indices."""
     gen = torch.Generator().manual_seed(seed)
+    if getattr(ds, "batched", False):
+        order = sampler or (RandomSampler(ds, generator=gen) if shuffle else SequentialSampler(ds))
+        batches = BatchSampler(order, batch_size, drop_last=False)
+        return DataLoader(ds, batch_size=None, sampler=batches, num_workers=num_workers,
+                          persistent_workers=num_workers > 0)  # fmt: skip
     return DataLoader(
         ds,
         batch_size=batch_size,

@@ -72,8 +72,9 @@ class LoopState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the monitored metric last improved (early stopping)
     history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0  # optimizer steps taken, over every call
     elapsed_s: float = 0.0  # time counted against train.time_budget_min, over every call
-    budget_epochs: int | None = None  # the epoch the schedule was fitted to end at ...
+    budget_steps: int | None = None  # the step the schedule was fitted to end at ...
     budget_min: float | None = None  # ... for this budget
 
     @classmethod
@@ -109,7 +110,8 @@ def _classifier_objective(
     """train.classifier_loss (class weights, label smoothing; with model.head=map plus the mask term), the class
     sampler, validation by accuracy / macro-F1 / AUROC, and MixUp (train.mixup > 0)."""
     targets = np.asarray(train_ds.targets)
-    weight = class_weights(targets, len(classes)).to(device) if tc.class_weights == "balanced" else None
+    mode = tc.class_weights
+    weight = None if mode == "none" else class_weights(targets, len(classes), mode).to(device)
     criterion = classifier_loss(tc, weight).to(device)
     if head == "map":
         criterion = MapLoss(criterion, SegLoss(tc.loss, tc.focal_gamma), tc.mask_loss)
@@ -187,10 +189,11 @@ class _Trainer:
         """The scheduler if it steps per batch (the one the time budget can shorten), else None."""
         return self.sched if self.per_step else None
 
-    def train_batches(self, batches: tqdm) -> tuple[float, int]:
+    def train_batches(self, batches: tqdm, stop: Callable[[], bool]) -> tuple[float, int]:
         """One pass over the training batches; returns the summed loss and the number of samples. The optimizer
         (and a per-batch schedule) steps every train.accumulate batches and after the last one; the EMA averages
-        the weights after each step; MixUp (train.mixup) mixes each batch."""
+        the weights after each step; MixUp (train.mixup) mixes each batch. `stop()`, asked after every step, ends
+        the pass early (the time budget)."""
         tc, net, opt, device = self.tc, self.net, self.opt, self.device
         net.train()
         total, seen = 0.0, 0
@@ -208,6 +211,8 @@ class _Trainer:
             batches.set_postfix(loss=f"{total / seen:.4f}")
             if i % tc.accumulate == 0 or i == len(batches):
                 self._step()
+                if stop():
+                    break
         return total, seen
 
     def _step(self) -> None:
@@ -222,14 +227,14 @@ class _Trainer:
         if self.batch_schedule is not None:
             self.batch_schedule.step()
 
-    def epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+    def epoch(self, epoch: int, stop: Callable[[], bool]) -> tuple[dict[str, float], dict[str, float]]:
         """Train one epoch and validate: (history row, validation metrics). On several ranks, rank 0 validates
         and every rank gets its metrics and its clock, so all take the same decisions after the epoch."""
         t0, tc = time.perf_counter(), self.tc
         ranks.set_epoch(self.loader.sampler, epoch)
         quiet = not (tc.progress and ranks.is_main())
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=True if quiet else None)
-        total, seen = self.train_batches(bar)
+        total, seen = self.train_batches(bar, stop)
         train_loss = ranks.mean_over_ranks(total, seen, self.device)
         m = self.validate(self.evaluated, self.device, self.use_amp) if ranks.is_main() else None
         row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in (m or {}).items()}}
@@ -291,15 +296,27 @@ class _Run:
         tc, st = self.tc, self.state
         if st.bad_epochs >= (tc.early_stopping or 10**9):
             return True
-        if self.budget.ends(st.epoch, self.budget.spent_before):
+        if self.budget.ends(st.steps, self.budget.spent_before):
             log.info("time budget of %.1f min used before epoch %d: stopping", tc.time_budget_min, st.epoch + 1)
             return True
         return False
 
+    def after_step(self) -> bool:
+        """Count an optimizer step; with train.time_budget_min, fit the schedule a fifth of the way into this
+        call's first epoch (a budget shorter than an epoch still anneals) and say whether the budget is spent."""
+        st, budget = self.state, self.budget
+        st.steps += 1
+        if not self.tc.time_budget_min:
+            return False
+        elapsed = ranks.from_main(budget.elapsed())  # one clock: every rank stops at the same step
+        if st.steps - budget.steps_before == max(1, self.trainer.steps_per_epoch // 5):
+            st.budget_steps = budget.fit(self.trainer.batch_schedule, st.steps, elapsed)
+        return budget.ends(st.steps, elapsed)
+
     def epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
         """Train and validate one epoch, keep the best checkpoint, save last.pt: (history row, stop now?)."""
         tc, st, trainer = self.tc, self.state, self.trainer
-        row, m = trainer.epoch(epoch)
+        row, m = trainer.epoch(epoch, self.after_step)
         st.history.append(row)
         st.epoch = epoch
         if _improved(m[tc.monitor], st.best_metric, tc.monitor):
@@ -311,11 +328,10 @@ class _Run:
             st.bad_epochs += 1
         stopped = bool(tc.early_stopping) and st.bad_epochs >= tc.early_stopping
         st.elapsed_s = ranks.from_main(self.budget.elapsed())
-        if tc.time_budget_min and epoch == (self.resumed_from or 0) + 1:
-            sched, steps = trainer.batch_schedule, trainer.steps_per_epoch
-            st.budget_epochs = self.budget.fit(sched, steps, epoch, row["seconds"], st.elapsed_s)
-        if self.budget.ends(epoch, st.elapsed_s):
-            log.info("time budget of %.1f min used after epoch %d: stopping", tc.time_budget_min, epoch)
+        if tc.time_budget_min and epoch == (self.resumed_from or 0) + 1:  # the rate with a validation in it
+            st.budget_steps = self.budget.fit(trainer.batch_schedule, st.steps, st.elapsed_s)
+        if self.budget.ends(st.steps, st.elapsed_s):
+            log.info("time budget of %.1f min used in epoch %d: stopping", tc.time_budget_min, epoch)
             stopped = True
         if ranks.is_main():
             save_checkpoint({**trainer.state_dict(), **self.facts, **asdict(st)}, self.run_dir / "last.pt")
@@ -376,10 +392,11 @@ def _start(cfg: RunConfig, trainer: _Trainer, classes: list[str], run_dir: Path,
         state = LoopState.saved_in(trainer.resume(last_path), tc.time_budget_min)
         resumed_from = state.epoch
         log.info("resuming %s after epoch %d (%.0f s of the budget spent)", last_path, resumed_from, state.elapsed_s)
-    fitted = state.budget_epochs if state.budget_min == tc.time_budget_min else None  # a new budget: re-fit
-    budget = Budget(tc.time_budget_min, tc.epochs, state.elapsed_s, fitted, start)
+    fitted = state.budget_steps if state.budget_min == tc.time_budget_min else None  # a new budget: re-fit
+    planned = tc.epochs * trainer.steps_per_epoch
+    budget = Budget(tc.time_budget_min, planned, state.elapsed_s, fitted, start, state.steps)
     state.budget_min = tc.time_budget_min
-    set_schedule_length(trainer.batch_schedule, budget.last_epoch * trainer.steps_per_epoch)
+    set_schedule_length(trainer.batch_schedule, budget.last_step)
     facts = {"classes": classes, "config": cfg.model_dump_json()}
     return _Run(tc, trainer, state, budget, resumed_from, run_dir, facts)
 

@@ -79,6 +79,8 @@ def shard_size(n: int) -> int:
 
 
 def set_epoch(sampler: Any, epoch: int) -> None:
-    """A DistributedSampler reshuffles only when told the epoch; other samplers carry their own generator."""
+    """A DistributedSampler reshuffles only when told the epoch (also inside a BatchSampler); other samplers carry
+    their own generator."""
+    sampler = getattr(sampler, "sampler", sampler)
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
