@@ -13,6 +13,7 @@ The stages, in the order data flows; a stage imports only earlier stages and `co
     export/      ONNX export and parity, int8, any ONNX scored on a split (step.py: EXPORTERS), the shipped file
     registry/    artifact stores (file://, s3://), versions and aliases, publishing, the champion, holdouts,
                  the run report, retention of run folders and versions (a plan, then apply)
+    tuning/      the recipe search: Optuna trials over tune.params, pruned by validation epochs, the study in the store
     monitoring/  streaming scoring, the prediction log, the drift reference, Evidently drift, alerts,
                  the production version and its resolved settings, a model's whole retention plan
     labeling/    a scored pool, the K images to label, Label Studio's format
@@ -20,4 +21,4 @@ The stages, in the order data flows; a stage imports only earlier stages and `co
 Each package's docstring says which module holds what.
 """
 
-STAGES = ("core", "config", "data", "training", "evaluation", "export", "registry", "monitoring", "labeling")
+STAGES = ("core", "config", "data", "training", "evaluation", "export", "registry", "tuning", "monitoring", "labeling")

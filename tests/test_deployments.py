@@ -39,6 +39,7 @@ from flows.retrain import retrain
 from flows.score import main as score_main
 from flows.score import score
 from flows.select_for_labeling import select_for_labeling
+from flows.tune import tune
 from flows.validate_data import validate_data_flow
 from ml.config.run import PRESET_DIR, load_config
 from ml.registry.storage import open_store
@@ -201,7 +202,18 @@ def test_prefect_yaml_runs_retention_nightly_per_preset_after_the_retrains():
         assert [s["cron"] for s in d["schedules"]] == ["0 5 * * *"]  # after retrain (2), monitor (3), labeling (4)
 
 
-FLOWS = (retrain, validate_data_flow, experiment, evaluate, score, monitor, select_for_labeling, import_labels, gc)
+FLOWS = (
+    retrain,
+    validate_data_flow,
+    experiment,
+    evaluate,
+    score,
+    monitor,
+    select_for_labeling,
+    import_labels,
+    gc,
+    tune,
+)
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)

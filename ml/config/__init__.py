@@ -7,5 +7,6 @@ evaluation.py    eval, gate and gate.champion, and the metric names each task ki
 publishing.py    export (ONNX, TTA, int8) and storage (store URI, endpoint, timeouts)
 production.py    monitor, labeling and alerts: operating a published model
 retention.py     retention: how long run folders, versions, logs and reports are kept (flows.gc)
+tune.py          tune: the recipe search (flows.tune): the searched keys and ranges, the study's storage, seed, pruner
 section.py       Section, the base that forbids unknown keys
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ml.config.data import DataConfig
 from ml.config.evaluation import CLASSIFIER_METRICS, SEGMENTER_METRICS, EvalConfig, GateConfig
@@ -22,6 +22,7 @@ from ml.config.publishing import ExportConfig, StorageConfig
 from ml.config.retention import RetentionConfig
 from ml.config.section import Section
 from ml.config.training import ModelConfig, TrainConfig
+from ml.config.tune import TuneConfig
 from ml.core.files import PROJECT_ROOT
 
 PRESET_DIR = PROJECT_ROOT / "deployments" / "presets"
@@ -44,6 +45,7 @@ class RunConfig(Section):
     monitor: MonitorConfig = MonitorConfig()
     labeling: LabelingConfig = LabelingConfig()
     retention: RetentionConfig = RetentionConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _task_metric_defaults(self) -> RunConfig:
@@ -54,6 +56,14 @@ class RunConfig(Section):
             self.train.monitor = metric
         if "metric" not in self.gate.champion.model_fields_set:
             self.gate.champion.metric = metric
+        return self
+
+    @model_validator(mode="after")
+    def _tune_keys_exist(self) -> RunConfig:
+        """tune.params names config fields (a typo fails at load, not as a trial's error)."""
+        wrong = [k for k in self.tune.params if not _is_field(RunConfig, k)]
+        if wrong:
+            raise ValueError(f"tune.params {wrong}: no such config key")
         return self
 
     @model_validator(mode="after")
@@ -120,6 +130,15 @@ class RunConfig(Section):
             raise ValueError(
                 f"model.head=map trains on crops: data.crop_size {d.crop_size} > data.image_size {d.image_size}"
             )
+
+
+def _is_field(section: type[BaseModel], dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    field = section.model_fields.get(head)
+    if field is None or not rest:
+        return field is not None
+    sub = field.annotation
+    return isinstance(sub, type) and issubclass(sub, BaseModel) and _is_field(sub, rest)
 
 
 def preset_path(name: str) -> Path:

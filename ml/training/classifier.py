@@ -8,6 +8,7 @@ same resized images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import albumentations as A
@@ -77,6 +78,8 @@ def datasets(cfg: RunConfig, prepared: PreparedData) -> tuple[ImageDataset | Bat
     return ImageDataset(images, targets, augment), val
 
 
-def train_classifier(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
+def train_classifier(
+    cfg: RunConfig, prepared: PreparedData, run_dir: Path, on_epoch: Callable[[dict[str, float]], None] | None = None
+) -> TrainResult:
     train_ds, val_ds = datasets(cfg, prepared)
-    return fit(cfg, train_ds, val_ds, prepared.classes, run_dir)
+    return fit(cfg, train_ds, val_ds, prepared.classes, run_dir, on_epoch)

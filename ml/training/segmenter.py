@@ -8,6 +8,7 @@ ml.evaluation.segmenter and ml.export.segmenter take it from there, and ml.train
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +23,9 @@ from ml.training.losses import SegLoss
 from ml.training.pages import load_pages, score_pages
 
 
-def train_segmenter(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
+def train_segmenter(
+    cfg: RunConfig, prepared: PreparedData, run_dir: Path, on_epoch: Callable[[dict[str, float]], None] | None = None
+) -> TrainResult:
     """ml.training.loop.fit on random crops; each epoch is validated on the whole validation pages (raw metrics)."""
     train_ds = CropDataset([(p.image, p.mask) for p in load_pages(cfg, prepared, "train")], cfg)
     val_pages = load_pages(cfg, prepared, "val")
@@ -32,4 +35,4 @@ def train_segmenter(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> Tr
         return {k: metrics[k] for k in ("loss", "f1", "iou", "edge_iou")}
 
     criterion = SegLoss(cfg.train.loss, cfg.train.focal_gamma)
-    return fit(cfg, train_ds, None, prepared.classes, run_dir, objective=(criterion, validate))
+    return fit(cfg, train_ds, None, prepared.classes, run_dir, on_epoch, (criterion, validate))

@@ -1,6 +1,6 @@
 """The training step of any model.task: the kind's trainer (TRAINERS), on one device or several (train.devices).
 
-trained = train_step(cfg, prepared, run_dir)
+trained = train_step(cfg, prepared, run_dir[, on_epoch])   # on_epoch(history row) after each epoch's validation
 """
 
 from __future__ import annotations
@@ -19,16 +19,19 @@ from ml.training.loop import TrainResult
 from ml.training.models import pick_device
 from ml.training.segmenter import train_segmenter
 
-Trainer = Callable[[RunConfig, PreparedData, Path], TrainResult]
+OnEpoch = Callable[[dict[str, float]], None]  # the epoch's history row (val_<metric>, ...); it may raise to stop
+Trainer = Callable[[RunConfig, PreparedData, Path, OnEpoch | None], TrainResult]
 TRAINERS: KindRegistry[Trainer] = KindRegistry("training", classify=train_classifier, segment=train_segmenter)
 
 
-def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path) -> TrainResult:
+def train_step(cfg: RunConfig, prepared: PreparedData, run_dir: Path, on_epoch: OnEpoch | None = None) -> TrainResult:
     train = TRAINERS(cfg.model.task)
     if cfg.train.devices > 1:
+        if on_epoch is not None:
+            raise ValueError("a per-epoch callback runs in this process: train.devices > 1 trains in others")
         return distributed.launch(train, cfg, prepared, run_dir)
     on_run_gpu(cfg)
-    return train(cfg, prepared, run_dir)
+    return train(cfg, prepared, run_dir, on_epoch)
 
 
 def on_run_gpu(cfg: RunConfig) -> None:
