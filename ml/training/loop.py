@@ -2,7 +2,7 @@
 best-by-metric checkpoint, resume from the last checkpoint, AMP on CUDA, gradient accumulation and clipping,
 seeding, a progress bar; DistributedDataParallel when ml.training.distributed started it as one of several ranks.
 Classifiers and segmenters (ml.training.segmenter passes its own objective) share it; the schedule and the time
-budget are ml.training.budget's, the class sampler ml.training.samplers'.
+budget are ml.training.budget's, a classifier's loss, sampler and validation ml.training.objectives'.
 
     result = fit(cfg, train_ds, val_ds, classes, run_dir)   # plain PyTorch, no Prefect
 
@@ -28,20 +28,18 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ml.config.run import RunConfig
 from ml.config.training import TrainConfig
-from ml.core.metrics import classification_metrics, predict
 from ml.training import ranks
 from ml.training.budget import Budget, make_scheduler, resumed_schedule, set_schedule_length
 from ml.training.checkpoint import load_checkpoint, save_checkpoint
 from ml.training.datasets import make_loader
-from ml.training.losses import MapLoss, SegLoss, classifier_loss
 from ml.training.mixup import MixUp
 from ml.training.models import build_model, pick_device
-from ml.training.samplers import class_weights, weighted_sampler
+from ml.training.objectives import Validate, classifier_objective
 
 log = logging.getLogger(__name__)
 
@@ -100,34 +98,6 @@ def _improved(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor == "loss" else value > best
 
 
-# (model, device, amp) -> validation metrics by name; must include train.monitor. Logged as val_<name>.
-Validate = Callable[[nn.Module, torch.device, bool], dict[str, float]]
-
-
-def _classifier_objective(
-    tc: TrainConfig, head: str, train_ds: Dataset, val_ds: Dataset, classes: list[str], device: torch.device
-) -> tuple[nn.Module, Sampler | None, Validate, MixUp | None]:
-    """train.classifier_loss (class weights, label smoothing; with model.head=map plus the mask term), the class
-    sampler, validation by accuracy / macro-F1 / AUROC, and MixUp (train.mixup > 0)."""
-    targets = np.asarray(train_ds.targets)
-    mode = tc.class_weights
-    weight = None if mode == "none" else class_weights(targets, len(classes), mode).to(device)
-    criterion = classifier_loss(tc, weight).to(device)
-    if head == "map":
-        criterion = MapLoss(criterion, SegLoss(tc.loss, tc.focal_gamma), tc.mask_loss)
-    mix = MixUp(tc.mixup, len(classes), tc.mixup_prob, tc.seed) if tc.mixup > 0 else None
-    sampler = weighted_sampler(targets, len(classes), tc.seed) if tc.sampler == "weighted" else None
-    val_loader = make_loader(val_ds, tc.batch_size, False, tc.num_workers, tc.seed)
-
-    def validate(model: nn.Module, device: torch.device, amp: bool) -> dict[str, float]:
-        probs, val_targets = predict(model, val_loader, device, amp)
-        m = classification_metrics(val_targets, probs, classes)
-        auroc = math.nan if m["auroc"] is None else m["auroc"]  # None: the split lacks a class
-        return {**{k: m[k] for k in ("loss", "accuracy", "macro_f1")}, "auroc": auroc}
-
-    return criterion, sampler, validate, mix
-
-
 @dataclass
 class _Trainer:
     """Everything one training run steps, validates and saves in last.pt."""
@@ -161,7 +131,7 @@ class _Trainer:
         model = build_model(cfg.model, cfg.data.channels, len(classes)).to(device)
         net = _data_parallel(model, device) if ranks.active() else model  # rank 0's weights on every rank
         if objective is None:
-            criterion, sampler, validate, mix = _classifier_objective(
+            criterion, sampler, validate, mix = classifier_objective(
                 tc, cfg.model.head, train_ds, val_ds, classes, device
             )
         else:
