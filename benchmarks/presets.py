@@ -40,6 +40,7 @@ from flows.score import score  # noqa: E402
 from flows.select_for_labeling import select_for_labeling  # noqa: E402
 from ml.config.run import RunConfig, load_config, parse_override  # noqa: E402
 from ml.data.layouts import load_image  # noqa: E402
+from ml.data.prepare import prepare_dataset  # noqa: E402
 from ml.export.onnx_eval import latency_ms  # noqa: E402
 from ml.registry.storage import open_store  # noqa: E402
 from ml.registry.versions import Registry  # noqa: E402
@@ -63,14 +64,15 @@ def onnx_latency(cfg: RunConfig, registry: Registry, version: str) -> float:
         return latency_ms(path, np.random.default_rng(0).random(shape, dtype=np.float32))
 
 
-def operate(cfg: RunConfig, store: str, split_csv: Path) -> dict:
+def operate(cfg: RunConfig, store: str) -> dict:
     """Score new images with the production model and pick a labeling batch from them, through the flows users
     run. The real datasets have no unlabelled images, so the pool is the validation images (rows of .npy files
     included) written as JPEG: new files to the registry (images of the dataset itself are skipped as known), in
     class folders so that scoring logs their labels."""
-    split = pd.read_csv(split_csv)
-    val = split[split["split"] == "val"]
     with tempfile.TemporaryDirectory(prefix="visionflow-pool-") as tmp:
+        # the run folder is gone after a publish (retention); splits are hash-stable, so the same split again
+        split = pd.read_csv(prepare_dataset(cfg.data, Path(tmp) / "prepared").split_csv)
+        val = split[split["split"] == "val"]
         pool = Path(tmp) / "pool"
         for i, r in enumerate(val.itertuples()):
             copy = pool / (str(r.label) if cfg.model.task == "classify" else "") / f"{i:05d}.jpg"
@@ -107,8 +109,7 @@ def run_preset(preset: str, overrides: dict, store: str) -> dict:
     latency = next((r["measured"] for r in meta["gate"]["rules"] if r["rule"].startswith("latency")), None)
     if latency is None:
         latency = onnx_latency(cfg, Registry(open_store(store)), summary["version"])
-    split_csv = cfg.storage.workdir / cfg.name / meta["run"]["flow_run_id"] / "split.csv"
-    used = operate(cfg, store, split_csv) if summary["promoted"] else {"operate": "not promoted: not scored"}
+    used = operate(cfg, store) if summary["promoted"] else {"operate": "not promoted: not scored"}
     return {
         "preset": preset,
         "model": cfg.model.name,
