@@ -21,7 +21,7 @@ from flows.retrain import retrain
 from flows.validate_data import validate_data_flow
 from ml.config.data import ExpectConfig
 from ml.config.run import RunConfig, load_config
-from ml.data.validation import EXPECTATIONS, ValidationReport, suite_parameters, validate_dataset
+from ml.data.validation import EXPECTATIONS, ValidationReport, class_table, suite_parameters, validate_dataset
 from ml.training.samplers import weighted_sampler
 from tests.conftest import tiny_overrides
 from tests.test_profile import mask_png, noise_png
@@ -171,7 +171,8 @@ def test_too_small_class_fails_min_per_class(tmp_path: Path) -> None:
     found = failed(validate(tmp_path, **{"data.expect.min_per_class": 5}))
     assert list(found) == ["min images per class"]
     text = found["min images per class"]
-    assert "min_value = 5 (data.expect.min_per_class)" in text and "class 'c': 3 images (2 train, 1 val)" in text
+    assert "min_value = 5 (data.expect.min_per_class)" in text
+    assert "class 'c': 3 images (2 train, 1 val, 0 test)" in text
 
 
 def test_a_class_missing_from_a_split_fails_naming_it(tmp_path: Path) -> None:
@@ -179,11 +180,11 @@ def test_a_class_missing_from_a_split_fails_naming_it(tmp_path: Path) -> None:
     tree(tmp_path / "data", {"a": 6, "b": 6, "c": 6})
     found = failed(validate(tmp_path, **{"data.group.by": "regex", "data.group.pattern": r"^(c|[ab]\d+)"}))
     rule = "every class in the val split (a class in one group cannot be split)"
-    assert list(found) == [rule] and "class 'c': 6 images (6 train, 0 val)" in found[rule]
+    assert list(found) == [rule] and "class 'c': 6 images (6 train, 0 val, 0 test)" in found[rule]
     # a pre-split tree whose val side lacks a class
     tree(tmp_path / "pre", {"train/a": 4, "train/b": 4, "val/a": 2})
     found = failed(validate(tmp_path, **{"data.root": str(tmp_path / "pre")}))
-    assert list(found) == [rule] and "class 'b': 4 images (4 train, 0 val)" in found[rule]
+    assert list(found) == [rule] and "class 'b': 4 images (4 train, 0 val, 0 test)" in found[rule]
 
 
 def test_empty_class_folder_fails_naming_it(tmp_path: Path) -> None:
@@ -344,3 +345,13 @@ def test_weighted_sampler_draws_the_minority_as_often_as_the_majority() -> None:
     draws = np.concatenate([targets[list(weighted_sampler(targets, 2, seed=s))] for s in range(50)])
     assert abs((draws == 1).mean() - 0.5) < 0.03  # 5,000 draws: 3 sigma is ~0.021
     assert list(weighted_sampler(targets, 2, seed=7)) == list(weighted_sampler(targets, 2, seed=7))
+
+
+def test_class_balance_counts_the_test_split_too() -> None:
+    # holding a test split back changes no class's share: 40 of a against 4 of b is 10x, wherever they landed
+    samples = pd.DataFrame(
+        {"label": ["a"] * 40 + ["b"] * 4, "split": ["train"] * 30 + ["val"] * 10 + ["train", "val", "test", "test"]}
+    )
+    table = class_table(samples, ["a", "b"]).set_index("label")
+    assert table.loc["b", ["train", "val", "test", "count"]].tolist() == [1, 1, 2, 4]
+    assert table.loc["b", "imbalance"] == 10

@@ -146,13 +146,15 @@ def with_checks(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def class_table(samples: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """One row per class (zero for a class left without images): counts per split and imbalance."""
+    """One row per class (zero for a class left without images): counts per split and imbalance. The count is
+    the class's whole share of the data, test split included: holding a test split back changes no balance."""
     counts = samples.groupby(["label", "split"]).size()
+    sides = ("train", "val", "test")
     rows = []
     for c in classes:
-        train, val = int(counts.get((c, "train"), 0)), int(counts.get((c, "val"), 0))
-        rows.append({"label": c, "file": f"class {c!r}", "train": train, "val": val, "count": train + val})
-    table = pd.DataFrame(rows, columns=["label", "file", "train", "val", "count"])
+        per_side = {side: int(counts.get((c, side), 0)) for side in sides}
+        rows.append({"label": c, "file": f"class {c!r}", **per_side, "count": sum(per_side.values())})
+    table = pd.DataFrame(rows, columns=["label", "file", *sides, "count"])
     largest = table["count"].max() if len(table) else 0
     table["imbalance"] = [largest / n if n else math.inf for n in table["count"]]
     return table
@@ -161,7 +163,8 @@ def class_table(samples: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 DETAILS = {  # how an offending row is described, by the rule's meta.detail
     "error": lambda r: r["error"],
     "count": lambda r: (
-        f"{r['count']} images ({r['train']} train, {r['val']} val); largest class / this {r['imbalance']:.3g}"
+        f"{r['count']} images ({r['train']} train, {r['val']} val, {r['test']} test); "
+        f"largest class / this {r['imbalance']:.3g}"
     ),
     "channels": lambda r: f"{r['channels']:.0f} channel(s), {r['format']}",
     "size": lambda r: f"{r['width']:.0f}x{r['height']:.0f} px",
