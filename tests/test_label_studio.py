@@ -21,6 +21,7 @@ from ml.data.masks import load_mask
 from ml.data.prepare import prepare_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
+from ml.labeling import studio_server as ls
 from ml.labeling.annotations import AnnotationRules, import_annotations
 from ml.labeling.batch import BatchRequest, labels_from_batches, select_batch
 from ml.labeling.labelstudio import brush_result, choices_result, rle_to_mask
@@ -30,7 +31,6 @@ from ml.labeling.studio_api import StudioApi
 from ml.monitoring.production import LABELING, resolve_settings
 from ml.registry.storage import open_store
 from tasks.labeling import studio_api
-from tests import label_studio_server as ls
 from tests.test_active_learning import classifier, segmenter  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
