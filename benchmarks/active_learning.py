@@ -2,6 +2,7 @@
 
     python benchmarks/active_learning.py                          # quickdraw, 12 classes, 3 seeds, 200 + 5 x 200 labels
     python benchmarks/active_learning.py --seeds 1 --rounds 1     # one round, to measure before sizing a run
+    python -m benchmarks.active_learning --label-studio --seeds 1 --rounds 2 --pool 600 --k 50 --epochs 3
 
 The loop a labeling team runs, simulated by revealing hidden labels, through the pipeline's own parts: training
 (ml.training.classifier.train_classifier, the doodle-12 preset: vf_cnn_small on 28 x 28 grey; for labelled sets this
@@ -15,6 +16,13 @@ onnxruntime. The test, validation (checkpoint choice) and pool sets are drawn on
 set and training seed, and its seed-set model is shared by the three strategies. Goal: at equal labels, the best
 strategy's mean accuracy beats random's by more than the seed spread (the larger of their standard deviations).
 Writes benchmarks/results/active_learning.{json,md,png}.
+
+--label-studio: the round trip through a real Label Studio server (ml.labeling.studio_server starts one in its own
+cached venv; benchmarks.studio_round). Entropy only; each round's picks are labelled both ways from the same
+selection: revealed directly, and pushed to the server, annotated with their true labels through its API by a
+simulated annotator, and pulled back by flows.import_labels' code into class folders, which the round trains on.
+The two training sets are checked equal (same keys, labels, order and pixels), each is trained (same seed) and
+measured, and the next round goes on from the server's. Writes active_learning_label_studio.{md,json} instead.
 """
 
 from __future__ import annotations
@@ -39,11 +47,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.baselines import machine  # noqa: E402
+from benchmarks.studio_round import Studio, studio_round  # noqa: E402
 from ml.config.run import RunConfig, load_config  # noqa: E402
 from ml.data.layouts import index_dataset  # noqa: E402
 from ml.data.prepare import PreparedData  # noqa: E402
 from ml.export.classifier import export_classifier  # noqa: E402
 from ml.export.onnx_eval import evaluate_onnx  # noqa: E402
+from ml.labeling import studio_server  # noqa: E402
 from ml.labeling.selection import Shortlist  # noqa: E402
 from ml.monitoring.reference import fit_projection, raw_features, split_items  # noqa: E402
 from ml.monitoring.scoring import OnnxClassifier, score_stream  # noqa: E402
@@ -77,15 +88,16 @@ def train_round(cfg: RunConfig, labelled: pd.DataFrame, val: pd.DataFrame, run_d
 
 def pick(
     onnx: Path, cfg: RunConfig, labelled: pd.DataFrame, unlabelled: pd.DataFrame, strategy: str, k: int, seed: int
-) -> list[str]:
-    """The keys of the k unlabelled images the strategy picks, scored as flows.select_for_labeling scores a pool."""
+) -> pd.DataFrame:
+    """The k unlabelled images the strategy picks (file = pool key; rank, score, pred, confidence), scored as
+    flows.select_for_labeling scores a pool."""
     model = OnnxClassifier(onnx, cfg.data.classes, cfg.data.image_size, cfg.data.channels, threads=1)
     fit = split_items(labelled.sample(min(len(labelled), 2000), random_state=seed), cfg.data.channels)
     model.projection = fit_projection(raw_features(model, fit), cfg.monitor.embedding_dims)
     shortlist = Shortlist(strategy, "entropy", k, cfg.labeling.candidates, seed)
     for frame in score_stream(model, split_items(unlabelled, cfg.data.channels)):
         shortlist.add(frame.assign(sha256=frame["file"]))  # npy rows: the row's key is its identity
-    return list(shortlist.select()["file"])
+    return shortlist.select()
 
 
 def measured(onnx: Path, cfg: RunConfig, test: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
@@ -93,10 +105,13 @@ def measured(onnx: Path, cfg: RunConfig, test: tuple[np.ndarray, np.ndarray]) ->
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
-def run_seed(seed: int, cfg: RunConfig, sets: dict[str, pd.DataFrame], test: tuple, args, work: Path) -> list[dict]:
+def run_seed(
+    seed: int, cfg: RunConfig, sets: dict[str, pd.DataFrame], test: tuple, args, work: Path, studio: Studio | None
+) -> list[dict]:
     """One seed: its seed set and first model, shared by the strategies; then each strategy's rounds. One torch
     thread: on a shared 2-core machine two spinning OpenMP threads train 2-4x slower than one, and --jobs 2 runs
-    two seeds side by side."""
+    two seeds side by side. With a Label Studio server (--label-studio) only entropy runs, and each round's labels
+    also go through the server: the round trains both ways and the next round goes on from what came back."""
     torch.set_num_threads(1)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
     pool, start = sets["pool"], time.perf_counter()
@@ -110,19 +125,46 @@ def run_seed(seed: int, cfg: RunConfig, sets: dict[str, pd.DataFrame], test: tup
     }
     print(json.dumps(shared), flush=True)
     rows = []
-    for name, strategy in STRATEGIES.items():
+    for name, strategy in STRATEGIES.items() if studio is None else [("entropy", STRATEGIES["entropy"])]:
         rows.append({"strategy": name, **shared})
         labelled, onnx = seed_set, first
         for round_ in range(1, args.rounds + 1):
             start = time.perf_counter()
             rest = pool[~pool["key"].isin(labelled["key"])]
             chosen = pick(onnx, cfg, labelled, rest, strategy, args.k, seed + 1000 * round_)
-            labelled = pd.concat([labelled, rest[rest["key"].isin(chosen)]])
-            onnx = train_round(cfg, labelled, sets["val"], work / f"{seed}-{name}-{round_}")
-            rows.append({"strategy": name, "seed": seed, "labels": len(labelled), **measured(onnx, cfg, test),
+            direct = pd.concat([labelled, rest[rest["key"].isin(chosen["file"])]])
+            run = f"{seed}-{name}-{round_}"
+            picked_by, onnx = onnx, train_round(cfg, direct, sets["val"], work / run)
+            rows.append({"strategy": name, "seed": seed, "labels": len(direct), **measured(onnx, cfg, test),
                          "seconds": time.perf_counter() - start})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
+            labelled = direct
+            if studio is not None:
+                leg = (chosen, rest, direct, sets, test, work / f"{seed}-studio", run)
+                labelled, onnx, row = studio_leg(studio, cfg, picked_by, *leg)
+                rows[-1] |= {"via": "direct"}
+                rows.append(rows[-1] | row)
+                print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def studio_leg(
+    studio: Studio, cfg: RunConfig, onnx: Path, chosen: pd.DataFrame, rest: pd.DataFrame, direct: pd.DataFrame,
+    sets: dict[str, pd.DataFrame], test: tuple, work: Path, run: str,
+) -> tuple[pd.DataFrame, Path, dict]:  # fmt: skip
+    """The round's picks labelled through the server (benchmarks.studio_round) and trained on: the labelled set
+    that came back, its model, and its row (accuracy, counts). The training data must equal the direct path's:
+    the same pool keys with the same labels in the same order, and the same pixels."""
+    start = time.perf_counter()
+    came, counts = studio_round(studio, cfg, onnx, chosen, rest, run, work)
+    via = pd.concat([direct.iloc[: len(direct) - len(chosen)], came])
+    assert list(zip(via["key"], via["label"], strict=True)) == list(zip(direct["key"], direct["label"], strict=True))
+    new = direct.tail(len(chosen))
+    size, channels = cfg.data.image_size, cfg.data.channels
+    assert np.array_equal(load_resized(came, channels, size), load_resized(new, channels, size))
+    onnx = train_round(cfg, via, sets["val"], work / f"{run}-studio")
+    row = {"via": "label_studio", **measured(onnx, cfg, test), **counts, "seconds": time.perf_counter() - start}
+    return via, onnx, row
 
 
 def summarize(results: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -199,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--candidates", type=float, default=3.0, help="diversity: among the candidates x k most uncertain "
                    "(the config's 10 x 200 would be two thirds of a 3000-image pool)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="seeds run side by side (one torch thread each)")
+    p.add_argument("--label-studio", action="store_true", help="entropy only; each round's labels also through a "
+                   "real Label Studio server (push, simulated annotator, pull): accuracy beside the direct path's, "
+                   "written to active_learning_label_studio.{md,json}")  # fmt: skip
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     over = {"data.root": str(args.data), "train.epochs": args.epochs, "train.batch_size": 32, "train.progress": False,
@@ -212,11 +257,78 @@ def main(argv: list[str] | None = None) -> None:
     index = {c: i for i, c in enumerate(cfg.data.classes)}
     test = (load_resized(sets["test"], 1, cfg.data.image_size), sets["test"]["label"].map(index).to_numpy())
     with tempfile.TemporaryDirectory(prefix="visionflow-al-") as work:
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
-            runs = [pool.submit(run_seed, seed, cfg, sets, test, args, Path(work)) for seed in range(args.seeds)]
-            rows = [row for run in runs for row in run.result()]
-    report(pd.DataFrame(rows), args, args.out)
+        server = started_studio(Path(work)) if args.label_studio else None
+        studio = Studio(server.url, server.token, server.document_root) if server else None
+        try:
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
+                runs = [pool.submit(run_seed, seed, cfg, sets, test, args, Path(work), studio)
+                        for seed in range(args.seeds)]  # fmt: skip
+                rows = [row for run in runs for row in run.result()]
+        finally:
+            if server is not None:
+                studio_server.stop(server)
+    if studio is None:
+        report(pd.DataFrame(rows), args, args.out)
+    else:
+        report_studio(rows, args, args.out)
+
+
+def started_studio(work: Path) -> studio_server.LabelStudio:
+    """A throw-away Label Studio (ml.labeling.studio_server: its own cached venv) whose document root is in `work`."""
+    if (why := studio_server.install()) is not None:
+        raise SystemExit(f"--label-studio: {why}")
+    start = time.perf_counter()
+    (work / "ls-data").mkdir()
+    (work / "ls-root").mkdir()
+    server = studio_server.start(work / "ls-data", work / "ls-root")
+    print(f"label studio {studio_server.VERSION} at {server.url}, started in {time.perf_counter() - start:.0f} s")
+    return server
+
+
+def report_studio(rows: list[dict], args, out: Path) -> None:
+    """Each round's accuracy through the server beside the direct path's: active_learning_label_studio.{md,json}."""
+    results = pd.DataFrame(rows)
+    rounds = results[results["via"].notna()] if "via" in results else results.iloc[:0]
+    pairs = rounds.pivot_table(index=["seed", "labels"], columns="via", values=["accuracy", "macro_f1"])
+    ls_rows = rounds[rounds["via"] == "label_studio"].set_index(["seed", "labels"])
+    lines = [
+        f"Quick, Draw! 12 classes (28 x 28), pool {args.pool}, test {args.test}, val {args.val}; seed set "
+        f"{args.seed_size} + {args.rounds} rounds of {args.k} picked by entropy; vf_cnn_small, {args.epochs} epochs; "
+        f"{args.seeds} seeds. Each round's picks labelled twice from the same selection: revealed directly, and "
+        f"through a real Label Studio {studio_server.VERSION} (pushed, annotated through the API, pulled by "
+        "flows.import_labels' code, trained on the imported files); the next round goes on from the server's. "
+        f"Machine: {machine()}.",
+        "",
+        "| seed | labels | accuracy direct | accuracy via Label Studio | macro F1 direct | macro F1 via Label Studio "
+        "| same | pushed | imported | round trip s |",
+        "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|",
+    ]
+    for (seed, labels), r in pairs.iterrows():
+        acc, f1, ls = r["accuracy"], r["macro_f1"], ls_rows.loc[(seed, labels)]
+        same = acc["direct"] == acc["label_studio"] and f1["direct"] == f1["label_studio"]
+        lines.append(
+            f"| {seed} | {labels} | {acc['direct']:.4f} | {acc['label_studio']:.4f} | {f1['direct']:.4f} | "
+            f"{f1['label_studio']:.4f} | {'yes' if same else 'NO'} | {int(ls['pushed'])} | {int(ls['imported'])} | "
+            f"{ls['studio_seconds']:.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "active_learning_label_studio.md").write_text(text)
+    same = bool(len(pairs)) and bool(
+        (pairs["accuracy"]["direct"] == pairs["accuracy"]["label_studio"]).all()
+        and (pairs["macro_f1"]["direct"] == pairs["macro_f1"]["label_studio"]).all()
+    )
+    body = {
+        "settings": vars(args) | {"data": str(args.data), "out": str(out)},
+        "machine": machine(),
+        "label_studio": studio_server.VERSION,
+        "accuracy_matches": same,
+        "runs": rows,
+    }
+    (out / "active_learning_label_studio.json").write_text(json.dumps(body, indent=1, default=str))
+    print(f"wrote {out}/active_learning_label_studio.md, .json; accuracy via the server matches direct: {same}")
 
 
 if __name__ == "__main__":

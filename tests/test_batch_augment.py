@@ -11,7 +11,7 @@ from ml.config.training import AugmentConfig
 from ml.data.prepare import prepare_dataset
 from ml.training.batch_augment import BatchImages, augment_batch, shift
 from ml.training.classifier import datasets
-from ml.training.datasets import make_loader
+from ml.training.datasets import ImageDataset, make_loader
 from ml.training.loop import fit
 from tests.conftest import tiny_overrides
 
@@ -46,6 +46,16 @@ def test_the_loader_hands_whole_batches_in_a_seeded_order():
     assert [len(y) for _, y in batches] == [4, 4, 2] and batches[0][0].shape == (4, 1, 4, 4)
     assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(10))
     assert [y.tolist() for _, y in make_loader(ds, 4, True, 0, seed=1)] == [y.tolist() for _, y in batches]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_training_loader_drops_a_last_batch_of_one_and_evaluation_keeps_it(batched):
+    images = np.zeros((9, 4, 4, 1), np.uint8)
+    ds = BatchImages(images, np.arange(9)) if batched else ImageDataset(images, np.arange(9))
+    sizes = lambda **kw: [len(y) for _, y in make_loader(ds, 4, True, 0, seed=1, **kw)]  # noqa: E731
+    assert sizes(train=True) == [4, 4]  # BatchNorm cannot train on one image
+    assert sizes() == [4, 4, 1]
+    assert [len(y) for _, y in make_loader(ds, 3, True, 0, seed=1, train=True)] == [3, 3, 3]
 
 
 def test_a_classifier_trains_on_batch_augmented_tensors(tmp_path):

@@ -1,8 +1,9 @@
 """The labeling round trip against a real Label Studio server (tests.label_studio_server): select a batch, push it,
 annotate through the API as annotators do (a skipped task, a two-annotator disagreement), pull it into the training
 data, and check the masks pixel-exact against the SDK's own RLE decoder, run in the server's environment; and the
-whole loop through the flows: select_for_labeling pushes, flows.import_labels pulls, the dataset a retrain
-prepares counts the batch (labels_from_batches)."""
+whole loop through the flows: select_for_labeling pushes, flows.import_labels pulls, and a 1-epoch retrain on
+the data trains on the imported files (its dataset counts include them) and its version records the batch
+(labels_from_batches)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,24 @@ import numpy as np
 import pytest
 
 from flows.import_labels import main as import_main
+from flows.retrain import retrain
 from flows.select_for_labeling import select_for_labeling
+from ml.data.layouts import index_dataset
 from ml.data.masks import load_mask
-from ml.data.prepare import prepare_dataset
 from ml.data.synthetic import make_shapes_dataset
 from ml.data.synthetic_pages import make_pages_dataset
+from ml.labeling import studio_server as ls
 from ml.labeling.annotations import AnnotationRules, import_annotations
-from ml.labeling.batch import BatchRequest, labels_from_batches, select_batch
+from ml.labeling.batch import BatchRequest, select_batch
 from ml.labeling.labelstudio import brush_result, choices_result, rle_to_mask
 from ml.labeling.round_trip import batch_tasks, push_to_studio
 from ml.labeling.scored_pool import PoolFiles, read_pool_file
 from ml.labeling.studio_api import StudioApi
 from ml.monitoring.production import LABELING, resolve_settings
 from ml.registry.storage import open_store
+from ml.registry.versions import Registry
 from tasks.labeling import studio_api
-from tests import label_studio_server as ls
+from tests.conftest import tiny_overrides
 from tests.test_active_learning import classifier, segmenter  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -162,6 +166,7 @@ def test_the_flows_push_pull_and_a_retrain_counts_the_batch(classifier, studio, 
     api.annotate(tasks[3]["id"], [], cancelled=True)  # skipped; tasks[4] stays unannotated
     data = classifier.cfg.data.model_copy(update={"root": tmp_path / "data"})
     shutil.copytree(classifier.cfg.data.root, data.root)
+    before = len(index_dataset(data))
     args = [
         "--model",
         classifier.production.model,
@@ -187,6 +192,15 @@ def test_the_flows_push_pull_and_a_retrain_counts_the_batch(classifier, studio, 
     )
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (again["tasks"], again["added"], again["already"], again["skipped"]) == (5, {}, 3, 1)
-    prepared = prepare_dataset(data, tmp_path / "run")  # what the next retrain trains on and records
-    assert labels_from_batches(open_store(store), classifier.production.model, prepared) == {selected["batch"]: 3}
-    print("flow import:", json.dumps(summary), "\nexport import:", json.dumps(again))
+    # the next retrain, as the nightly deployment runs it (the fixture's config over this data root and store, 1
+    # epoch): it trains on the imported files and its version records the batch they came from
+    model = classifier.production.model
+    over = tiny_overrides(tmp_path, **{"name": model, "data.synthetic.per_class": 16, "train.epochs": 1})
+    assert over["data.root"] == str(data.root) and over["storage.uri"] == store
+    retrain("demo", over, return_state=True)  # the gate may keep the fixture's champion: the version is published
+    registry = Registry(open_store(store))
+    meta = registry.metadata(model, registry.versions(model)[-1])
+    assert meta["labels_from_batches"] == {selected["batch"]: 3}
+    counts = meta["dataset"]["counts"]
+    assert sum(n for side in counts.values() for n in side.values()) == before + 3
+    print("flow import:", json.dumps(summary), "\nexport import:", json.dumps(again), "\nretrain counts:", counts)

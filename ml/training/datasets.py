@@ -54,12 +54,17 @@ def make_loader(
     num_workers: int,
     seed: int,
     sampler: torch.utils.data.Sampler | None = None,
+    train: bool = False,
 ) -> DataLoader:
-    """Batches of ds; a dataset marked `batched` (ml.training.batch_augment) is handed whole lists of indices."""
+    """Batches of ds; a dataset marked `batched` (ml.training.batch_augment) is handed whole lists of indices. A
+    training loader (train) drops a last batch of one image, as when 3 imported labels make the train split 16k + 1:
+    BatchNorm cannot train on a batch of one (ValueError), and the shuffle leaves out another image each epoch."""
     gen = torch.Generator().manual_seed(seed)
+    n = len(sampler) if sampler is not None else len(ds)
+    drop_last = train and n > 1 and n % batch_size == 1
     if getattr(ds, "batched", False):
         order = sampler or (RandomSampler(ds, generator=gen) if shuffle else SequentialSampler(ds))
-        batches = BatchSampler(order, batch_size, drop_last=False)
+        batches = BatchSampler(order, batch_size, drop_last=drop_last)
         return DataLoader(ds, batch_size=None, sampler=batches, num_workers=num_workers,
                           persistent_workers=num_workers > 0)  # fmt: skip
     return DataLoader(
@@ -69,7 +74,7 @@ def make_loader(
         sampler=sampler,
         num_workers=num_workers,
         generator=gen,
-        drop_last=False,
+        drop_last=drop_last,
         persistent_workers=num_workers > 0,
     )
 

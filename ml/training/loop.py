@@ -138,7 +138,7 @@ class _Trainer:
             (criterion, validate), sampler, mix = objective, None, None
         if sampler is None:  # on several ranks: one shuffle (rank 0's seed), split between them
             sampler = ranks.shard_sampler(train_ds, ranks.from_main(tc.seed))
-        loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler)
+        loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler, train=True)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         sched, per_step = make_scheduler(tc, opt, max(1, math.ceil(len(loader) / tc.accumulate)))
         scaler = torch.amp.GradScaler(device.type, enabled=use_amp)

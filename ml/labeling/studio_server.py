@@ -1,7 +1,14 @@
-"""A real Label Studio server for the tests, in a virtual environment of its own.
+"""A throw-away Label Studio server on this machine, in a virtual environment of its own: what
+tests/test_label_studio.py and `benchmarks/active_learning.py --label-studio` run the round trip against.
+
+    why = install()                                  # None when ready (first time ~2 min, ~1 GB)
+    server = start(Path("ls-data"), Path("docroot"))  # server.url, server.token; pools in subfolders of docroot
+    stop(server)
+    python -m ml.labeling.studio_server              # install only
 
 Label Studio brings Django and its own numpy/pandas pins, so it never enters the project's lock: the venv lives
-under ~/.cache/visionflow (keyed by version, kept between runs) and the server runs as a subprocess on 127.0.0.1.
+under ~/.cache/visionflow (or $VISIONFLOW_CACHE; keyed by version, kept between runs) and the server runs as a
+subprocess on 127.0.0.1 with a fixed user and legacy API token (a local throw-away server, never a shared one).
 """
 
 from __future__ import annotations
@@ -29,20 +36,28 @@ def ls_python() -> Path:
     return VENV / "bin" / "python"
 
 
+# sentry-sdk 3 dropped the send_default_pii option that Label Studio 1.23.2 passes at start-up (TypeError: Unknown
+# option), and label-studio does not cap it
+REQUIREMENTS = (f"label-studio=={VERSION}", "sentry-sdk<3")
+
+
 def install() -> str | None:
-    """Create the cached venv with label-studio once; returns why it could not be installed, or None when ready."""
+    """Create the cached venv with label-studio once; returns why it could not be installed, or None when ready.
+    A venv installed with other requirements (the marker file lists them) is brought up to these."""
     ready = VENV / ".installed"
-    if ready.exists():
+    wanted = "\n".join(REQUIREMENTS) + "\n"
+    if ready.exists() and ready.read_text() == wanted:
         return None
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    if not ls_python().exists():
+        VENV.parent.mkdir(parents=True, exist_ok=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     # the machine-wide pip constraints cap torch for the project; Label Studio needs none of them
     env = {**os.environ, "PIP_CONSTRAINT": ""}
-    cmd = [str(ls_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"label-studio=={VERSION}"]
+    cmd = [str(ls_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        return f"pip install label-studio=={VERSION} failed: {done.stderr.strip()[-500:]}"
-    ready.touch()
+        return f"pip install {' '.join(REQUIREMENTS)} failed: {done.stderr.strip()[-500:]}"
+    ready.write_text(wanted)
     return None
 
 
