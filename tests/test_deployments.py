@@ -202,6 +202,14 @@ def test_prefect_yaml_runs_retention_nightly_per_preset_after_the_retrains():
         assert [s["cron"] for s in d["schedules"]] == ["0 5 * * *"]  # after retrain (2), monitor (3), labeling (4)
 
 
+def test_prefect_yaml_has_an_unscheduled_tune_per_preset_with_a_search_space():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    tunes = {d["name"]: d for d in spec["deployments"] if d["entrypoint"] == "flows/tune.py:tune"}
+    assert set(tunes) == {p.stem for p in PRESET_DIR.glob("*.yaml") if load_config(p.stem).tune.params}
+    for name, d in tunes.items():
+        assert d["parameters"]["preset"] == name and not d.get("schedules")  # run from the CLI or the UI
+
+
 FLOWS = (
     retrain,
     validate_data_flow,

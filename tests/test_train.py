@@ -10,7 +10,7 @@ import ml.training.budget
 import ml.training.loop
 from ml.config.run import load_config
 from ml.data.prepare import prepare_dataset
-from ml.training.budget import fit_schedule_to_budget
+from ml.training.budget import Budget, Schedule
 from ml.training.checkpoint import load_checkpoint
 from ml.training.classifier import datasets
 from ml.training.loop import fit
@@ -153,7 +153,7 @@ def _on_ticking_clock(tmp_path, monkeypatch, over: dict):
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
-def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_schedule(tmp_path, monkeypatch, scheduler):
+def test_a_resumed_run_counts_the_budget_spent_before_and_continues_the_schedule(tmp_path, monkeypatch, scheduler):
     # batches of 8: enough steps per epoch for 3 epochs of OneCycle to end annealed, whatever the split's train size
     over = {"train.epochs": 6, "train.scheduler": scheduler, "train.batch_size": 8}
     cfg, prepared, clock, val_ds = _on_ticking_clock(tmp_path, monkeypatch, over)
@@ -167,7 +167,7 @@ def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_sched
             raise Crash
 
     run_dir, seen = tmp_path / "run", []
-    with pytest.raises(Crash):  # the schedule is fitted to end 2.5 epochs in, where the budget stops the run
+    with pytest.raises(Crash):  # the schedule ends 2.5 epochs in, where the budget stops the run
         fit(budget(2.5), clock, val_ds, prepared.classes, run_dir, on_epoch=crash_after_two)
 
     result = fit(budget(1.5), clock, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
@@ -176,13 +176,13 @@ def test_a_resumed_run_counts_the_budget_spent_before_and_keeps_the_fitted_sched
     result = fit(budget(2.5), clock, val_ds, prepared.classes, run_dir, on_epoch=lambda row: seen.append(row["epoch"]))
     assert seen == [3] and result.stopped_early  # half an epoch more, not 3 epochs on a fresh budget
     whole = fit(budget(2.5), clock, val_ds, prepared.classes, tmp_path / "uninterrupted")
-    lrs = [row["lr"] for row in whole.history]  # the schedule fitted to 2.5 epochs, ending annealed
+    lrs = [row["lr"] for row in whole.history]  # the schedule over 2.5 epochs' time, ending annealed
     assert [row["lr"] for row in result.history] == pytest.approx(lrs) and lrs[-1] < 0.1 * cfg.train.lr
 
 
 def test_a_budget_shorter_than_an_epoch_stops_inside_it_with_the_schedule_annealed(tmp_path, monkeypatch):
-    """Fitted a fifth into the epoch, cosine ends at its floor where the budget stops the run (OneCycle's own
-    shortening: test_a_budget_that_holds_fewer_steps_shortens_the_schedule_to_end_annealed)."""
+    """Cosine ends at its floor where the budget stops the run, inside the first epoch (OneCycle's:
+    test_a_slow_start_does_not_end_the_schedule_before_the_budget)."""
     over = {"train.epochs": 3, "train.scheduler": "cosine", "train.batch_size": 4}
     cfg, prepared, clock, val_ds = _on_ticking_clock(tmp_path, monkeypatch, over)
     half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"time_budget_min": len(clock) / 120})})
@@ -191,38 +191,55 @@ def test_a_budget_shorter_than_an_epoch_stops_inside_it_with_the_schedule_anneal
     assert Path(result.best_checkpoint).exists() and result.history[0]["lr"] < 0.1 * cfg.train.lr
 
 
-def _optimizer() -> torch.optim.Optimizer:
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+def _simulated_run(kind: str, seconds: float, step_s, planned: int = 10_000) -> tuple[list[float], float]:
+    """A run's rates on a simulated clock: `step_s(done)` seconds per optimizer step; (rates, seconds used)."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched, budget = Schedule(opt, kind, 0.1, planned, seconds), Budget(seconds / 60, planned, 0.0, 0.0)
+    rates, done, elapsed = [], 0, 0.0
+    while done < planned and not budget.ends(done, elapsed):
+        rates.append(opt.param_groups[0]["lr"])  # the rate this step trains at
+        done, elapsed = done + 1, elapsed + step_s(done)
+        sched.at(done, elapsed)
+    return rates, elapsed
 
 
 @pytest.mark.parametrize("kind", ["cosine", "onecycle"])
-def test_a_budget_that_holds_fewer_steps_shortens_the_schedule_to_end_annealed(kind):
-    """200 steps planned; after 10 (6 s each) the 300 s left hold 50 more: the schedule ends at step 60 at its
-    final rate, not at step 60 of 200 near the peak."""
-    opt = _optimizer()
+def test_a_slow_start_does_not_end_the_schedule_before_the_budget(kind):
+    """The first 50 steps take 2 s (a busy machine), the rest 0.25 s: the run trains until its 120 s are spent,
+    peaks once (OneCycle) and ends annealed; an estimate from the slow start would have fitted ~60 steps."""
+    rates, used = _simulated_run(kind, 120.0, lambda done: 2.0 if done < 50 else 0.25)
+    peak = rates.index(max(rates))
+    assert used >= 120.0 and len(rates) == 50 + 80 + 1  # 100 s at the slow rate, 20 s at the fast one, one over
+    assert max(rates) == pytest.approx(0.1, rel=0.02) and rates[-1] < 1e-3
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))  # no jump back up
+    assert kind == "cosine" or peak == 18  # warm-up: 30% of the time (36 of 120 s, 18 slow steps), not of steps
+
+
+@pytest.mark.parametrize("kind", ["cosine", "onecycle"])
+def test_a_budget_that_holds_every_step_leaves_the_schedule_on_its_steps(kind):
+    """Planned steps that fit in the budget: the rate follows the steps alone, as torch's schedulers do (OneCycle's
+    phases end a step apart from torch's, whose warm-up ends at step 0.3 * total - 1)."""
+    rates, used = _simulated_run(kind, 1e6, lambda done: 1.0, planned=100)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     if kind == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=200)
+        torch_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
     else:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=200)
-    for _ in range(10):
+        torch_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=101)
+    expected = []
+    for _ in range(100):
+        expected.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
-    assert fit_schedule_to_budget(sched, planned=200, done=10, left_s=300, step_s=6) == 60
-    rates = []  # the rate each of the remaining 50 batches trains at
-    for _ in range(50):
-        rates.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert rates[-1] < 1e-4 < 0.01 < max(rates)  # unshortened, batch 60 of 200 trains near the peak (0.08-0.1)
+        torch_sched.step()
+    assert len(rates) == 100 and used == 100.0
+    assert rates == pytest.approx(expected, rel=1e-6 if kind == "cosine" else 0.05, abs=1e-4)
 
 
-def test_budget_counts_the_steps_that_fit_in_it_and_never_more_than_planned_or_less_than_done():
-    assert fit_schedule_to_budget(None, planned=200, done=10, left_s=250, step_s=6) == 51  # 41.7 -> 41 more
-    assert fit_schedule_to_budget(None, planned=30, done=10, left_s=1e6, step_s=6) == 30
-    assert fit_schedule_to_budget(None, planned=200, done=40, left_s=-30, step_s=6) == 40
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(_optimizer(), T_max=200)
-    assert fit_schedule_to_budget(cosine, planned=200, done=10, left_s=1e6, step_s=6) == 200
-    assert cosine.T_max == 200  # the budget holds every epoch: the schedule is left alone
+def test_the_schedule_sets_adams_momentum_with_onecycle():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = Schedule(opt, "onecycle", 0.1, planned=100)
+    assert opt.param_groups[0]["betas"][0] == pytest.approx(0.95)
+    sched.at(30, 0.0)
+    assert opt.param_groups[0]["betas"] == pytest.approx((0.85, 0.999))
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "plateau"])

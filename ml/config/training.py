@@ -96,7 +96,7 @@ class TrainConfig(Section):
     class_weights: Literal["none", "balanced", "sqrt", "effective"] = "none"
     sampler: Literal["shuffle", "weighted"] = "shuffle"  # weighted: classes drawn equally often (inverse frequency)
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs without improvement
-    # checked after every optimizer step (a run stops inside an epoch); cosine/OneCycle are shortened to end there
+    # checked after every optimizer step (a run stops inside an epoch); cosine/OneCycle follow the time spent too
     time_budget_min: float | None = Field(None, gt=0)
     # segment: f1, iou or loss; auroc: threshold-free, for binary models whose threshold is set after (eval.decision)
     # unset: TASK_METRIC of model.task (macro_f1, or f1 for segment), resolved by RunConfig

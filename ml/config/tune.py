@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ml.config.section import Section
 
@@ -50,6 +50,18 @@ class Param(Section):
         )
 
 
+def dotted_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """tune.params keyed by dotted config key: nested sections ({train: {lr: {...}}}, what `--set
+    tune.params.train.lr={low: ..., high: ...}` makes) are joined to "train.lr"; a later key replaces an earlier."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value and not value.keys() & Param.model_fields.keys():
+            out |= dotted_params(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 class PrunerConfig(Section):
     kind: Literal["median", "none"] = "median"  # median: stop a trial whose epoch is worse than the median's there
     startup_trials: int = Field(5, ge=0)  # trials that must finish before any is pruned
@@ -57,7 +69,8 @@ class PrunerConfig(Section):
 
 
 class TuneConfig(Section):
-    # dotted config keys (model.*, train.*, data.image_size) and what to draw for them
+    # dotted config keys (model.*, train.*, data.image_size) and what to draw for them; from the command line:
+    # --set tune.params.train.lr='{low: 1.0e-4, high: 1.0e-2, log: true}' (adds or replaces that key)
     params: dict[str, Param] = {}
     study: str | None = None  # the Optuna study's name; unset: the model's name
     # unset: a journal in the store, <storage.uri>/tune/<study>.journal; or an RDB URL (sqlite:///..., postgresql://)
@@ -65,6 +78,11 @@ class TuneConfig(Section):
     seed: int = 0  # TPE's seed; each call adds the trials already done, so a continued study draws new points
     startup_trials: int = Field(10, ge=0)  # TPE: random trials before it models the good ones
     pruner: PrunerConfig = PrunerConfig()
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _dotted(cls, params: Any) -> Any:
+        return dotted_params(params) if isinstance(params, dict) else params
 
     @model_validator(mode="after")
     def _tunable(self) -> TuneConfig:

@@ -5,7 +5,7 @@ run_dirs.py      the run folder keyed by split and training config: resume acros
 classifier.py    classifier training: cached resized splits, datasets, train_classifier
 segmenter.py     segmenter training on crops, validated on whole pages (pages.py)
 loop.py          fit: the epoch loop, its typed state (LoopState), checkpoints and resume
-budget.py        learning-rate schedules and the time budget they are fitted to
+budget.py        learning-rate schedules and the time budget they follow
 samplers.py      balanced class weights and the class-balanced sampler
 datasets.py / augment.py   in-memory torch datasets and albumentations pipelines
 models.py / small_nets.py   the model factory (timm, U-Net) and small-image networks

@@ -8,7 +8,7 @@ budget are ml.training.budget's, a classifier's loss, sampler and validation ml.
 
 A crash loses at most the epoch in progress: `last.pt` is rewritten atomically after every epoch and a
 new call with the same run_dir continues from it (train.resume=true), with the time already spent counted
-against train.time_budget_min and the budget-fitted schedule length kept.
+against train.time_budget_min and the schedule continuing where it was.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from ml.config.run import RunConfig
 from ml.config.training import TrainConfig
 from ml.training import ranks
-from ml.training.budget import Budget, make_scheduler, resumed_schedule, set_schedule_length
+from ml.training.budget import Budget, Schedule, make_scheduler
 from ml.training.checkpoint import load_checkpoint, save_checkpoint
 from ml.training.datasets import make_loader
 from ml.training.mixup import MixUp
@@ -72,13 +73,11 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0  # optimizer steps taken, over every call
     elapsed_s: float = 0.0  # time counted against train.time_budget_min, over every call
-    budget_steps: int | None = None  # the step the schedule was fitted to end at ...
-    budget_min: float | None = None  # ... for this budget
 
     @classmethod
-    def saved_in(cls, ckpt: dict[str, Any], budget_min: float | None) -> LoopState:
+    def saved_in(cls, ckpt: dict[str, Any]) -> LoopState:
         """The state in a last.pt; a field an older checkpoint lacks keeps its fresh value."""
-        fresh = cls(budget_min=budget_min)
+        fresh = cls()
         return cls(**{f.name: ckpt.get(f.name, getattr(fresh, f.name)) for f in fields(cls)})
 
 
@@ -106,8 +105,7 @@ class _Trainer:
     model: nn.Module
     net: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper on several devices
     opt: torch.optim.Optimizer
-    sched: Any
-    per_step: bool  # cosine and OneCycle step per batch; plateau per epoch, on the monitored metric
+    sched: Any  # Schedule (cosine, OneCycle: set after every step), ReduceLROnPlateau (per epoch) or None
     scaler: torch.amp.GradScaler
     ema: AveragedModel | None
     loader: DataLoader
@@ -140,10 +138,10 @@ class _Trainer:
             sampler = ranks.shard_sampler(train_ds, ranks.from_main(tc.seed))
         loader = make_loader(train_ds, tc.batch_size, True, tc.num_workers, tc.seed, sampler, train=True)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        sched, per_step = make_scheduler(tc, opt, max(1, math.ceil(len(loader) / tc.accumulate)))
+        sched = make_scheduler(tc, opt, tc.epochs * max(1, math.ceil(len(loader) / tc.accumulate)))
         scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
-        return cls(tc, model, net, opt, sched, per_step, scaler, ema, loader, criterion, validate, mix, device, use_amp)
+        return cls(tc, model, net, opt, sched, scaler, ema, loader, criterion, validate, mix, device, use_amp)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -154,16 +152,11 @@ class _Trainer:
         """What is validated, checkpointed as best and exported: the weights' average with train.ema."""
         return self.model if self.ema is None else self.ema.module
 
-    @property
-    def batch_schedule(self) -> Any:
-        """The scheduler if it steps per batch (the one the time budget can shorten), else None."""
-        return self.sched if self.per_step else None
-
     def train_batches(self, batches: tqdm, stop: Callable[[], bool]) -> tuple[float, int]:
         """One pass over the training batches; returns the summed loss and the number of samples. The optimizer
-        (and a per-batch schedule) steps every train.accumulate batches and after the last one; the EMA averages
+        steps every train.accumulate batches and after the last one; the EMA averages
         the weights after each step; MixUp (train.mixup) mixes each batch. `stop()`, asked after every step, ends
-        the pass early (the time budget)."""
+        the pass early (the time budget) and sets the next step's learning rate."""
         tc, net, opt, device = self.tc, self.net, self.opt, self.device
         net.train()
         total, seen = 0.0, 0
@@ -194,8 +187,6 @@ class _Trainer:
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.net)
-        if self.batch_schedule is not None:
-            self.batch_schedule.step()
 
     def epoch(self, epoch: int, stop: Callable[[], bool]) -> tuple[dict[str, float], dict[str, float]]:
         """Train one epoch and validate: (history row, validation metrics). On several ranks, rank 0 validates
@@ -210,17 +201,17 @@ class _Trainer:
         row = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in (m or {}).items()}}
         row |= {"lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # the rate it trained at
         row, m = ranks.from_main((row, m))
-        if self.sched is not None and not self.per_step:
+        if isinstance(self.sched, ReduceLROnPlateau):
             self.sched.step(m[tc.monitor])
         return row, m
 
     def resume(self, last_path: Path) -> dict[str, Any]:
-        """Load `last.pt` back (the schedule's length comes from the current config) and return it."""
+        """Load `last.pt` back and return it (a per-step schedule's place comes from the loop's state)."""
         ckpt = load_checkpoint(last_path, self.device)
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        if self.sched is not None:
-            self.sched.load_state_dict(resumed_schedule(ckpt["scheduler"], self.sched.state_dict()))
+        if isinstance(self.sched, ReduceLROnPlateau):
+            self.sched.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and "ema" in ckpt:
             self.ema.load_state_dict(ckpt["ema"])
@@ -230,7 +221,7 @@ class _Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict() if self.sched is not None else {},
+            "scheduler": self.sched.state_dict() if isinstance(self.sched, ReduceLROnPlateau) else {},
             "scaler": self.scaler.state_dict(),
             **({} if self.ema is None else {"ema": self.ema.state_dict()}),
         }
@@ -272,15 +263,14 @@ class _Run:
         return False
 
     def after_step(self) -> bool:
-        """Count an optimizer step; with train.time_budget_min, fit the schedule a fifth of the way into this
-        call's first epoch (a budget shorter than an epoch still anneals) and say whether the budget is spent."""
-        st, budget = self.state, self.budget
+        """Count an optimizer step, set the next one's rate from the run's progress (steps done and, with
+        train.time_budget_min, the budget spent) and say whether the budget is spent."""
+        st, budget, sched = self.state, self.budget, self.trainer.sched
         st.steps += 1
-        if not self.tc.time_budget_min:
-            return False
-        elapsed = ranks.from_main(budget.elapsed())  # one clock: every rank stops at the same step
-        if st.steps - budget.steps_before == max(1, self.trainer.steps_per_epoch // 5):
-            st.budget_steps = budget.fit(self.trainer.batch_schedule, st.steps, elapsed)
+        # one clock: every rank takes the same rate and stops at the same step
+        elapsed = ranks.from_main(budget.elapsed()) if self.tc.time_budget_min else 0.0
+        if isinstance(sched, Schedule):
+            sched.at(st.steps, elapsed)
         return budget.ends(st.steps, elapsed)
 
     def epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
@@ -298,8 +288,6 @@ class _Run:
             st.bad_epochs += 1
         stopped = bool(tc.early_stopping) and st.bad_epochs >= tc.early_stopping
         st.elapsed_s = ranks.from_main(self.budget.elapsed())
-        if tc.time_budget_min and epoch == (self.resumed_from or 0) + 1:  # the rate with a validation in it
-            st.budget_steps = self.budget.fit(trainer.batch_schedule, st.steps, st.elapsed_s)
         if self.budget.ends(st.steps, st.elapsed_s):
             log.info("time budget of %.1f min used in epoch %d: stopping", tc.time_budget_min, epoch)
             stopped = True
@@ -353,20 +341,18 @@ def fit(
 
 
 def _start(cfg: RunConfig, trainer: _Trainer, classes: list[str], run_dir: Path, start: float) -> _Run:
-    """A fresh run, or (train.resume) the one run_dir's last.pt left: its state, its budget and schedule length
-    (re-fitted when the budget changed since)."""
+    """A fresh run, or (train.resume) the one run_dir's last.pt left: its state, the budget it spent and its
+    place in the schedule."""
     tc, last_path = cfg.train, run_dir / "last.pt"
     run_dir.mkdir(parents=True, exist_ok=True)
-    state, resumed_from = LoopState(budget_min=tc.time_budget_min), None
+    state, resumed_from = LoopState(), None
     if tc.resume and last_path.exists():
-        state = LoopState.saved_in(trainer.resume(last_path), tc.time_budget_min)
+        state = LoopState.saved_in(trainer.resume(last_path))
         resumed_from = state.epoch
         log.info("resuming %s after epoch %d (%.0f s of the budget spent)", last_path, resumed_from, state.elapsed_s)
-    fitted = state.budget_steps if state.budget_min == tc.time_budget_min else None  # a new budget: re-fit
-    planned = tc.epochs * trainer.steps_per_epoch
-    budget = Budget(tc.time_budget_min, planned, state.elapsed_s, fitted, start, state.steps)
-    state.budget_min = tc.time_budget_min
-    set_schedule_length(trainer.batch_schedule, budget.last_step)
+    budget = Budget(tc.time_budget_min, tc.epochs * trainer.steps_per_epoch, state.elapsed_s, start)
+    if isinstance(trainer.sched, Schedule):
+        trainer.sched.at(state.steps, state.elapsed_s)
     facts = {"classes": classes, "config": cfg.model_dump_json()}
     return _Run(tc, trainer, state, budget, resumed_from, run_dir, facts)
 
