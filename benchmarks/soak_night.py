@@ -132,13 +132,12 @@ class Nights:
             time.sleep(0.3)
         return run
 
-    def task_names(self, run_id: str) -> set[str]:
-        flt = {"task_runs": {"flow_run_id": {"any_": [run_id]}}}
-        return {t["name"].rsplit("-", 1)[0] for t in self.server.api.post("/task_runs/filter", json=flt).json()}
-
     def logs(self, run_id: str) -> list[str]:
-        flt = {"logs": {"flow_run_id": {"any_": [run_id]}}}
-        return [log["message"] for log in self.server.api.post("/logs/filter", json=flt).json()]
+        """Every log line of the run (the API answers a page at a time)."""
+        flt, found = {"logs": {"flow_run_id": {"any_": [run_id]}}}, []
+        while page := self.server.api.post("/logs/filter", json=flt | {"offset": len(found)}).json():
+            found += [log["message"] for log in page]
+        return found
 
     def cli(self, module: str, *args: str) -> dict[str, Any]:
         """python -m <module> ... against the server and store; its last stdout line (the JSON summary)."""
@@ -169,12 +168,14 @@ class Nights:
 
         return poll, killed
 
-    def kill_s3_at_publish(self):
-        """When the run reaches its publishing tasks (report, reference, publish): stop the S3 server."""
+    def kill_s3_at_publish(self, t0: float):
+        """When the run has written its report (report.md, the step before the reference and publish; task-run
+        states reach the API too late to catch a seconds-long publish): stop the S3 server."""
         done: list[bool] = []
 
         def poll(run_id: str) -> None:
-            if not done and self.task_names(run_id) & {"write-report", "build-reference", "publish"}:
+            reports = (self.root / "runs" / MODEL).glob("*/report.md")
+            if not done and any(r.stat().st_mtime > t0 for r in reports):
                 self.s3_stack.close()
                 done.append(True)
 
@@ -196,7 +197,7 @@ class Nights:
             run = self.wait(self.trigger(self.overrides()), poll)
             n.epochs_lost = killed.get("epochs")
         elif n.fault == "s3-kill":
-            run = self.wait(self.trigger(self.overrides()), self.kill_s3_at_publish())
+            run = self.wait(self.trigger(self.overrides()), self.kill_s3_at_publish(t0))
             self.restart_s3()
         else:
             return self.wait(self.trigger(self.overrides()))
