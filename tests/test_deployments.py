@@ -9,15 +9,12 @@ Everything started here (server, worker, the flow run's process) is stopped at t
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,22 +41,15 @@ from flows.validate_data import validate_data_flow
 from ml.config.run import PRESET_DIR, load_config
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
-from ml.training.distributed import free_port
 from tasks.gpus import TRAINING_LIMIT
 from tests.conftest import Receiver, tiny_overrides
+from tests.prefect_server import FINAL, MAKE, PREFECT, REPO, Server, serving
+from tests.prefect_server import kill_group as _kill_group
+from tests.prefect_server import run as _run
+from tests.prefect_server import started as _started
+from tests.prefect_server import tail as _tail
 
-REPO = Path(__file__).resolve().parent.parent
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-MAKE = ["make", "-s", "-o", ".venv/.installed"]  # never reinstall the venv from inside a test
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-
-
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]  # for clients: PREFECT_API_URL points here
-    api: httpx.Client
 
 
 @dataclass
@@ -71,69 +61,11 @@ class DemoRun:
     worker_log: Path
 
 
-def _kill_group(proc: subprocess.Popen, grace: float = 10) -> None:
-    """SIGINT to the process and its children (its own session), SIGKILL to whatever is left after `grace`."""
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    proc.wait()
-
-
-@contextmanager
-def _started(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            _kill_group(proc)
-
-
-def _run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> str:
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        _kill_group(proc, grace=0)
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-4000:]}"
-    return out
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-4000:]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     """`make server` on a free loopback port, with its own PREFECT_HOME (SQLite) under tmp."""
-    home = tmp_path_factory.mktemp("prefect")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    url = f"http://127.0.0.1:{port}"
-    log = home / "server.log"
-    with _started([*MAKE, "server", f"PORT={port}"], env, log) as proc, httpx.Client(base_url=f"{url}/api") as api:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"the server exited:\n{_tail(log)}"
-            assert time.monotonic() < deadline, f"no /api/health after 90 s:\n{_tail(log)}"
-            try:
-                if api.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        yield Server(url, env | {"PREFECT_API_URL": f"{url}/api"}, api)
+    with serving(tmp_path_factory.mktemp("prefect")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
