@@ -1,7 +1,7 @@
 """The soak: N simulated nights of the whole loop on a real Prefect server, worker and S3 server, with faults.
 
     python -m benchmarks.soak                          # 30 nights, the faults spread over them (~1-2 min a night)
-    python -m benchmarks.soak --nights 3 --schedule short --out /tmp/soak   # what tests/test_soak.py runs
+    python -m benchmarks.soak --nights 3 --schedule short --out /tmp/soak   # 3 nights: a kill and a stall
 
 Started once: `make server` (SQLite), `make deploy` (prefect.yaml, the automations, the webhook block pointing at
 a local receiver that counts alerts), a worker on the process pool, `rclone serve s3` as the store. Each night: new
@@ -46,7 +46,7 @@ from tests.s3_servers import ACCESS_KEY, REGION, SECRET_KEY, rclone_serving
 
 SCHEDULES = {
     "spread": {2: "kill", 4: "stall", 6: "s3-kill", 8: "corrupt", 10: "drift", 12: "mislabel"},
-    "short": {2: "kill", 3: "stall"},  # tests/test_soak.py: night 1 puts a first version in production
+    "short": {2: "kill", 3: "stall"},  # night 1 puts a first version in production
 }
 DISK_GROWTH_MAX = 1.2
 
