@@ -16,12 +16,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import psutil
-import torch
 
 from benchmarks.soak_world import World, disk_mb
 from ml.registry.holdout import evaluate_version
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
+from ml.training.checkpoint import load_checkpoint
 from tests.conftest import Receiver
 from tests.prefect_server import FINAL, REPO, Server
 from tests.s3_servers import S3Server, StallingProxy, rclone_serving
@@ -163,7 +163,7 @@ class Nights:
                         with contextlib.suppress(psutil.NoSuchProcess):
                             child.kill()
                     time.sleep(0.5)
-                    killed["epochs"] = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+                    killed["epochs"] = load_checkpoint(last)["epoch"]
                     return
 
         return poll, killed
