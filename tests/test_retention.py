@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -116,6 +117,13 @@ def test_log_days_reports_and_cached_versions_past_their_window(tmp_path: Path) 
     assert [d.kind for d in late] == ["prediction log", "report"]
     apply_deletions(late, store)
     assert store.list("monitoring/") == store.list("reports/") == []
+
+    for run in ("run-a", "run-b", "run-c"):  # young, but more of them than reports_keep: the oldest go
+        store.put_json(f"{report_prefix('demo')}{run}/summary.json", {"verdict": "ok"})
+        time.sleep(0.02)
+    by_count = load_config("demo", {"retention.reports_keep": 2})
+    (surplus,) = monitor_deletions(registry, "demo", by_count, datetime.now(UTC))
+    assert surplus.name.endswith("run-a") and "retention.reports_keep=2" in surplus.why
 
     cache = tmp_path / "cache" / "demo"
     for i, version in enumerate(("prod", "older", "newer")):

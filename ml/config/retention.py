@@ -21,4 +21,6 @@ class RetentionConfig(Section):
     incomplete_hours: float = Field(24.0, gt=0)
     logs_days: float = Field(90.0, gt=0)  # prediction-log days and retrain markers older than this go
     reports_days: float = Field(90.0, ge=0)  # monitor reports (reports/monitor/<model>/<run>/) older than this go
+    # ... and beyond the newest `reports_keep`, whatever their age (an hourly monitor writes ~4 MB of HTML a run)
+    reports_keep: int = Field(100, ge=1)
     cache_versions: int = Field(1, ge=0)  # downloaded versions kept in the production cache besides production's

@@ -5,7 +5,8 @@ the store and the production download cache. flows.gc prints it, and applies it 
     apply_deletions(plan, registry.store)
 
 Prediction-log days go once every row in them is older than `logs_days` (a part is filed under its first row's
-day, so a day is kept one day longer); retrain markers and monitor reports by their last write. The cache keeps
+day, so a day is kept one day longer); retrain markers and monitor reports by their last write, and monitor
+reports beyond the newest `reports_keep` whatever their age. The cache keeps
 production's folder and the `cache_versions` most recently written others. Labeling batches are not deleted:
 they are small, and every later selection skips the images they queued (ml.labeling.batch).
 """
@@ -24,6 +25,7 @@ from ml.registry.retention import (
     store_folders,
     version_deletions,
 )
+from ml.registry.store import ArtifactStore
 from ml.registry.versions import PRODUCTION, Registry
 
 
@@ -55,7 +57,20 @@ def monitor_deletions(registry: Registry, model: str, cfg: RunConfig, now: datet
             if now - folder.modified >= keep:
                 why = f"written {(now - folder.modified).days} days ago (retention.{setting})"
                 plan.append(Deletion(kind, store.url(prefix + name), why, folder.size, keys=folder.keys))
-    return plan
+    return plan + surplus_reports(store, model, rules.reports_keep, {d.name for d in plan})
+
+
+def surplus_reports(store: ArtifactStore, model: str, keep: int, planned: set[str]) -> list[Deletion]:
+    """Monitor reports beyond the newest `keep` (by last write) that the age rule left."""
+    prefix = report_prefix(model)
+    folders = store_folders(store, prefix)
+    newest_first = sorted(folders, key=lambda name: folders[name].modified, reverse=True)
+    why = f"beyond the {keep} newest (retention.reports_keep={keep})"
+    return [
+        Deletion("report", store.url(prefix + name), why, folders[name].size, keys=folders[name].keys)
+        for name in sorted(newest_first[keep:])
+        if store.url(prefix + name) not in planned
+    ]
 
 
 def cache_deletions(model_cache: Path, production: str | None, keep: int) -> list[Deletion]:
