@@ -5,9 +5,10 @@
     python -m flows.retrain --preset demo --set data.root=/data/shapes --store s3://models/visionflow
 
 No server is needed (Prefect runs an ephemeral one); with PREFECT_API_URL set, the run shows in the UI.
-The last stdout line is a JSON summary; the exit code is 0 when a version was published and promoted,
-1 when validation, training or the gate failed or another run promoted first, 2 for a bad configuration.
-A failed gate, a regression against production or a crash sends an alert (Prefect event + webhook).
+The last stdout line is a JSON summary; the exit code is 0 when a version was published and promoted, or held
+(it missed the champion rule by a difference its bootstrap interval cannot tell from zero: production kept, the run
+completes, no alert), 1 when validation, training or the gate failed or another run promoted first, 2 for a bad
+configuration. A failed gate, a regression against production or a crash sends an alert (Prefect event + webhook).
 Training happens in <storage.workdir>/<model>/<split id>-<training-config hash>/: run again after its process
 died, a retrain of the same data and config continues after the last finished epoch; once published, it is done.
 """
@@ -140,6 +141,8 @@ def retrain(preset: Preset = "demo", overrides: Overrides = None) -> dict[str, A
     publish_artifacts(cfg.name, shipped, gate, summary_markdown(summary, report_md.read_text()))
     # 7. alert: a failed gate or a regression against production -> Prefect event + webhook (crashes: the hook)
     summary["alerts"] = send_alerts(cfg, published.version, gate, champion)
+    if gate.held:  # not promoted, nothing wrong: production stays, tonight's candidate is published for inspection
+        return summary
     if not gate.passed:
         return failed_with(GateFailed(summary))
     if not promotion.promoted:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model:      {summary['version_uri']}/model.onnx")
     print(f"reports:    {summary['version_uri']}/report.md, metadata.json, plots/")
     print_summary(summary)
-    return 0 if summary["promoted"] else 1
+    return 0 if summary["promoted"] or summary["gate"]["held"] else 1
 
 
 if __name__ == "__main__":

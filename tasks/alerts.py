@@ -43,8 +43,9 @@ def dispatch(alert: Alert, cfg: AlertConfig) -> None:
 @task(name="alert", cache_policy=NO_CACHE)
 def send_alerts(cfg: RunConfig, version: str, gate: GateReport, champion: ChampionEval) -> list[str]:
     """A failed gate and/or metrics worse than production beyond champion.tolerance -> one alert naming them all
+    (none for a gate that only held production against a candidate within noise)
     (ml.monitoring.alerts.run_alerts); returns the event sent ([] when nothing was wrong)."""
-    alert = run_alerts(cfg.name, version, gate, champion, cfg.gate.champion.tolerance, flow_run_url())
+    alert = run_alerts(cfg.name, version, gate, champion, cfg.gate.champion, flow_run_url())
     if alert is None:
         return []
     dispatch(alert, cfg.alerts)

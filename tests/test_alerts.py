@@ -20,6 +20,7 @@ from prefect import flow
 
 from flows.monitor import monitor
 from flows.retrain import retrain
+from ml.config.evaluation import ChampionConfig
 from ml.config.production import AlertConfig
 from ml.config.run import RunConfig, load_config
 from ml.data.errors import DatasetError
@@ -54,7 +55,7 @@ REGRESSED = ChampionEval("v0", {"accuracy": 0.5, "macro_f1": 0.5}, {"accuracy": 
 
 
 def test_one_message_names_the_failed_rules_the_regression_and_the_run():
-    alert = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, 0.01, "http://ui/runs/flow-run/x")
+    alert = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, ChampionConfig(), "http://ui/runs/flow-run/x")
     assert alert.event == GATE_FAILED and alert.extra["reasons"] == [GATE_FAILED, METRIC_REGRESSED]
     assert alert.resource == {"prefect.resource.id": "visionflow.model.demo", "prefect.resource.name": "demo"}
     text = alert.text()
@@ -70,12 +71,12 @@ def test_one_message_names_the_failed_rules_the_regression_and_the_run():
     assert "loss" not in text and "macro_f1" not in text  # only the failed rules and the regressed metrics
     assert alert.payload()["extra"]["regressed"] == {"accuracy": {"production": 0.9, "candidate": 0.5}}
     passed = GateReport([RuleResult("loss <= 9", 9, 0.4, True)])
-    regressed_only = run_alerts("demo", "v1", passed, REGRESSED, 0.01, None)
+    regressed_only = run_alerts("demo", "v1", passed, REGRESSED, ChampionConfig(), None)
     assert (
         regressed_only.event == METRIC_REGRESSED
         and "*demo*: metrics regressed against production" in regressed_only.text()
     )
-    assert run_alerts("demo", "v1", passed, ChampionEval(None, {"accuracy": 0.5}), 0.01, None) is None
+    assert run_alerts("demo", "v1", passed, ChampionEval(None, {"accuracy": 0.5}), ChampionConfig(), None) is None
 
 
 def test_one_monitor_alert_names_drift_and_dropped_metrics():
@@ -130,7 +131,7 @@ def test_every_emitted_event_is_routed_to_the_webhook_by_a_shipped_automation():
     emitted = _emitted_events()
     constants = {GATE_FAILED, METRIC_REGRESSED, FLOW_CRASHED, DATA_INVALID, DRIFT_DETECTED, LIVE_METRIC_DROPPED}
     assert constants | {TOO_FEW_ROWS} <= emitted  # the scan sees the constants it must
-    resource = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, 0.01, None).resource["prefect.resource.id"]
+    resource = run_alerts("demo", "v1", FAILED_GATE, REGRESSED, ChampionConfig(), None).resource["prefect.resource.id"]
     routes = _routes()
     unrouted = {
         event

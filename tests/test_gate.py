@@ -20,6 +20,7 @@ from ml.evaluation.gate import Candidate, ChampionEval, champion_rule, evaluate_
 from ml.evaluation.stats import paired_bootstrap, resampled_metric
 from ml.export.onnx import IncompatibleModel, export_onnx
 from ml.export.onnx_eval import evaluate_on_split, latency_on_split
+from ml.monitoring.alerts import GATE_FAILED, run_alerts
 from ml.registry.champion import challenge
 from ml.registry.report import gate_rows
 from ml.registry.storage import open_store
@@ -215,8 +216,33 @@ def test_regressions_beyond_tolerance_only():
         {"accuracy": 0.80, "macro_f1": 0.795, "auroc": None, "loss": 9.0},
         {"accuracy": 0.90, "macro_f1": 0.80, "auroc": 0.9, "loss": 0.1},
     )
-    assert regressions(champ, tolerance=0.01) == {"accuracy": (0.90, 0.80)}
-    assert regressions(ChampionEval(None, {"accuracy": 0.1}), 0.0) == {}
+    assert regressions(champ, ChampionConfig(tolerance=0.01)) == {"accuracy": (0.90, 0.80)}
+    assert regressions(ChampionEval(None, {"accuracy": 0.1}), ChampionConfig(tolerance=0.0)) == {}
+
+
+@pytest.mark.parametrize(
+    ("interval", "on_noise", "held"),
+    [
+        ((-0.06, 0.02), "hold", True),  # 0.03 worse, but the interval holds zero: production kept, no failure
+        ((-0.06, 0.02), "fail", False),
+        ((-0.05, -0.01), "hold", False),  # significantly worse: a failed gate
+        (None, "hold", False),  # no interval: the point difference decides
+    ],
+)
+def test_a_champion_miss_within_noise_holds_production_without_failing_or_alerting(interval, on_noise, held):
+    champ = ChampionEval(
+        "v1", {"macro_f1": 0.77, "accuracy": 0.80}, {"macro_f1": 0.80, "accuracy": 0.85}, n_images=40, interval=interval
+    )
+    rules = GateConfig(champion=ChampionConfig(on_noise=on_noise))
+    report = evaluate_gate(Candidate({"macro_f1": 0.77, "accuracy": 0.80}), champ, rules)
+    assert not report.passed and report.held is held and report.to_dict()["held"] is held
+    assert report.verdict.startswith("held" if held else "failed")
+    alert = run_alerts("demo", "v2", report, champ, rules.champion, None)
+    assert (alert is None) is held  # a held night sends nothing; a failed gate names the rule and the regressions
+    if not held:
+        assert alert.event == GATE_FAILED and "accuracy regressed: 0.8500 -> 0.8000" in alert.text()
+    with_other_failure = GateConfig(min={"accuracy": 0.9}, champion=ChampionConfig(on_noise=on_noise))
+    assert not evaluate_gate(Candidate({"macro_f1": 0.77, "accuracy": 0.80}), champ, with_other_failure).held
 
 
 @pytest.mark.parametrize(

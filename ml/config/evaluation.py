@@ -61,6 +61,9 @@ class ChampionConfig(Section):
     min_images: int = Field(20, ge=1)  # fewer evaluation images left after exclusion: the rule refuses to judge
     bootstrap: int = Field(1000, ge=0)  # paired resamples of the images for the interval on the difference; 0: none
     confidence: float = Field(0.95, gt=0, lt=1)  # of that interval
+    # a candidate that misses the rule by a difference its interval cannot tell from zero: "hold" keeps production
+    # and completes the run without an alert (a nightly coin toss is no incident); "fail" fails and alerts as any rule
+    on_noise: Literal["hold", "fail"] = "hold"
 
     @field_validator("metric")
     @classmethod

@@ -29,6 +29,7 @@ class RuleResult:
     passed: bool
     detail: str = ""  # why, when the numbers alone do not say it
     split: str = ""  # the split the rule judged ("test", "validation"); "" for cost rules
+    noise: bool = False  # failed by a difference its interval cannot tell from zero (gate.champion.on_noise=hold)
 
 
 @dataclass
@@ -48,15 +49,22 @@ class GateReport:
         return [r for r in self.rules if not r.passed]
 
     @property
+    def held(self) -> bool:
+        """Not passed, but only by champion rows within noise: production stays, and that is no failure."""
+        return not self.passed and all(r.noise for r in self.failed)
+
+    @property
     def verdict(self) -> str:
         if not self.rules:
             return "passed (no rules)"
+        if self.held:
+            return "held (candidate not distinguishable from production: production kept)"
         return "passed" if self.passed else f"failed ({len(self.failed)} of {len(self.rules)} rules failed)"
 
     def to_dict(self) -> dict[str, Any]:
         rules = [asdict(r) for r in self.rules]
         judged = {"metrics": self.metrics, "measured_on": self.measured_on, "split": self.split}
-        return {"passed": self.passed, "verdict": self.verdict, "rules": rules, **judged}
+        return {"passed": self.passed, "held": self.held, "verdict": self.verdict, "rules": rules, **judged}
 
 
 @dataclass
@@ -159,8 +167,9 @@ def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
 
     Passes, saying so, when nothing is in production; fails with the reason when production cannot be scored or
     fewer than `min_images` evaluation images are left once the images either model trained on are excluded.
-    The verdict reads the point difference, as before; the bootstrap interval beside it says whether that
-    difference is distinguishable from noise (a tolerance inside the noise is a coin toss, and the row says so).
+    The verdict reads the point difference; the bootstrap interval beside it says whether that difference is
+    distinguishable from noise. A miss the interval cannot tell from zero is marked `noise` under on_noise=hold:
+    production stays, and the gate's verdict is "held" rather than "failed" (GateReport.held).
     """
     metric, prod = rules.metric, champion.production_version
     measured = champion.candidate_metrics.get(metric)
@@ -181,7 +190,14 @@ def champion_rule(champion: ChampionEval, rules: ChampionConfig) -> RuleResult:
     threshold = base + sign * margin
     how = f"beat by >= {rules.min_delta:g}" if rules.min_delta is not None else f"tolerance {rules.tolerance:g}"
     detail = f"production {prod}: {base:.4f} ({how}); {difference(measured - base, champion.interval, rules)}; {images}"
-    return _compare(name, ">=" if sign > 0 else "<=", threshold, measured, detail)
+    row = _compare(name, ">=" if sign > 0 else "<=", threshold, measured, detail)
+    row.noise = not row.passed and rules.on_noise == "hold" and indistinguishable(champion.interval)
+    return row
+
+
+def indistinguishable(interval: tuple[float, float] | None) -> bool:
+    """The interval on candidate - production holds zero: no significant difference (False without one)."""
+    return interval is not None and interval[0] <= 0 <= interval[1]
 
 
 def difference(diff: float, interval: tuple[float, float] | None, rules: ChampionConfig) -> str:
@@ -191,7 +207,7 @@ def difference(diff: float, interval: tuple[float, float] | None, rules: Champio
         return f"{text}, no interval ({rules.metric} has no per-image resampling or gate.champion.bootstrap=0)"
     low, high = interval
     text += f", {rules.confidence:.0%} CI [{low:+.4f}, {high:+.4f}]"
-    return text + (": no significant difference" if low <= 0 <= high else "")
+    return text + (": no significant difference" if indistinguishable(interval) else "")
 
 
 def evaluate_gate(candidate: Candidate, champion: ChampionEval, rules: GateConfig) -> GateReport:
@@ -223,12 +239,16 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {k: v for k, v in metrics.items() if isinstance(v, float | int | type(None)) and k != "n"}
 
 
-def regressions(champion: ChampionEval, tolerance: float) -> dict[str, tuple[float, float]]:
+def regressions(champion: ChampionEval, rules: ChampionConfig) -> dict[str, tuple[float, float]]:
     """Metrics (production, candidate) on which the candidate is worse than production by more than `tolerance`.
 
-    Scored on the same split by the same code; `loss` is left out (its scale is not that of the rates).
+    Scored on the same split by the same code; `loss` is left out (its scale is not that of the rates). Under
+    on_noise=hold, none when the rule metric's interval holds zero: the other rates, on the same images, move
+    with it, and their point drops are that same noise.
     """
-    found = {}
+    if rules.on_noise == "hold" and indistinguishable(champion.interval):
+        return {}
+    tolerance, found = rules.tolerance, {}
     for name in sorted(set(champion.production_metrics) & set(champion.candidate_metrics) - LOWER_IS_BETTER):
         base, new = champion.production_metrics[name], champion.candidate_metrics[name]
         if base is not None and new is not None and new < base - tolerance:

@@ -1,6 +1,6 @@
 """Alerts: what went wrong with a model, as a Slack-compatible webhook message and a Prefect event payload.
 
-    if alert := run_alerts("demo", version, gate, champion, tolerance=0.01, run_url=url):
+    if alert := run_alerts("demo", version, gate, champion, cfg.gate.champion, run_url=url):
         deliver(alert, cfg.alerts)        # POST {"text": ...}; retried; a dead webhook only logs a warning
 
 One alert per run, however many reasons: the webhook gets one message per event, directly (alerts.webhook_url)
@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ml.config.evaluation import ChampionConfig
 from ml.config.production import AlertConfig
 from ml.data.errors import DatasetError
 from ml.evaluation.gate import ChampionEval, GateReport, RuleResult, regressions
@@ -82,15 +83,16 @@ def _rule_line(rule: RuleResult) -> str:
 
 
 def run_alerts(
-    model: str, version: str, gate: GateReport, champion: ChampionEval, tolerance: float, run_url: str | None
+    model: str, version: str, gate: GateReport, champion: ChampionEval, rules: ChampionConfig, run_url: str | None
 ) -> Alert | None:
     """One alert for a failed gate and/or metrics worse than production by > tolerance, naming every failed rule
-    and regressed metric (GATE_FAILED if the gate failed, else METRIC_REGRESSED); None when neither happened."""
+    and regressed metric (GATE_FAILED if the gate failed, else METRIC_REGRESSED); None when neither happened,
+    or when the gate only held production against a candidate within noise (GateReport.held)."""
     reasons, problems, extra = [], [], {}
-    if not gate.passed:
+    if not gate.passed and not gate.held:
         reasons.append(GATE_FAILED)
         problems += [_rule_line(r) for r in gate.failed]
-    if worse := regressions(champion, tolerance):
+    if worse := regressions(champion, rules):
         reasons.append(METRIC_REGRESSED)
         problems += [f"{name} regressed: {b:.4f} -> {n:.4f} ({n - b:+.4f})" for name, (b, n) in worse.items()]
         extra["regressed"] = {name: {"production": b, "candidate": n} for name, (b, n) in worse.items()}
