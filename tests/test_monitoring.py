@@ -152,6 +152,33 @@ def test_same_distribution_does_not_alarm_on_20_seeded_draws(published, capsys):
     assert len(alarms) <= 2
 
 
+def _rows(rng: np.random.Generator, n: int, embedding_shift: float = 0.0) -> pd.DataFrame:
+    frame = {c: rng.normal(size=n) for c in ("brightness", "contrast", "blur", "red", "green", "blue")}
+    frame |= {"width": np.full(n, 32), "height": np.full(n, 32), "readable": np.ones(n, bool)}
+    frame |= {"pred": rng.choice(["circle", "square"], n), "confidence": rng.uniform(0.5, 1, n)}
+    frame |= {"margin": rng.uniform(0, 1, n), "entropy": rng.uniform(0, 1, n)}
+    return pd.DataFrame(frame | {f"emb_{i}": rng.normal(embedding_shift, 1, n) for i in range(4)})
+
+
+def test_bonferroni_shares_each_p_value_threshold_among_the_groups_and_leaves_distances_alone():
+    rng = np.random.default_rng(0)
+    reference, current = _rows(rng, 200), _rows(rng, 200)
+    thresholds = {
+        (r["group"], r["method"].split(" ")[0]): r["threshold"]
+        for r in detect_drift(reference, current, MonitorConfig()).columns
+    }
+    assert thresholds[("image properties", "ks")] == thresholds[("prediction", "chi2_homogeneity")] == 0.01 / 4
+    assert thresholds[("embedding", "domain")] == 0.01 / 4  # 3 column groups + the embedding
+    plain = detect_drift(reference, current, MonitorConfig(correction="none")).columns
+    assert {r["threshold"] for r in plain} == {0.01}
+    distance = MonitorConfig(columns={"blue": {"method": "wasserstein", "threshold": 0.1}})
+    assert next(r for r in detect_drift(reference, current, distance).columns if r["column"] == "blue")[
+        "threshold"
+    ] == pytest.approx(0.1)
+    # a strong shift still alarms under the shared threshold
+    assert detect_drift(reference, _rows(rng, 200, embedding_shift=1.0), MonitorConfig()).groups["embedding"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("shift", "flag"),  # flag: a drifted group or column the shift must raise

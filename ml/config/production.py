@@ -21,6 +21,9 @@ NUM_STATTESTS = ("ks", "wasserstein", "psi", "kl_div", "jensenshannon", "helling
 # chi2_homogeneity (ml.monitoring.drift) is two-sample; Evidently's chisquare takes the reference shares as exact
 CAT_STATTESTS = ("chi2_homogeneity", "chisquare", "z", "fisher_exact", "g_test", "TVD", "psi", "kl_div",
                  "jensenshannon", "hellinger")  # fmt: skip
+# the tests among these whose score is a p-value (drifted when p < threshold); the rest are distances (>= threshold)
+P_VALUE_STATTESTS = ("ks", "anderson", "cramer_von_mises", "mannw", "es", "t_test", "empirical_mmd",
+                     "chi2_homogeneity", "chisquare", "z", "fisher_exact", "g_test")  # fmt: skip
 
 
 def parse_window(text: str) -> timedelta:
@@ -51,7 +54,8 @@ class MonitorConfig(Section):
     A column drifts when Evidently's test says so: p-value < threshold for tests (ks, chisquare, ...), distance
     >= threshold for distances (wasserstein: use ~0.1). A group (image properties, prediction, confidence) drifts
     when `drift_share` of its columns drift; embeddings drift when a classifier tells window from reference
-    better than chance (p < embedding_threshold). Any drifted group is a drift alert."""
+    better than chance (p < embedding_threshold). Any drifted group is a drift alert; with `correction` the p-value
+    thresholds are shared among the groups (Bonferroni, which for "any group drifted" is also Holm's decision)."""
 
     embedding_dims: int = Field(16, ge=2, le=64)  # PCA components of the pooled features kept per image
     batch_size: int = Field(256, ge=1)  # images per onnxruntime call when scoring
@@ -71,6 +75,9 @@ class MonitorConfig(Section):
     columns: dict[str, ColumnTest] = {}  # per-column overrides, keys from IMAGE_PROPERTIES + PREDICTION_COLUMNS
     drift_share: float = Field(0.5, gt=0, le=1)
     embedding_threshold: float = Field(0.01, gt=0, lt=1)
+    # bonferroni: each p-value threshold is divided by the number of groups judged (4 with embeddings), so a night
+    # with no drift alerts with probability <= the threshold, not ~4x it; distance thresholds are left as set
+    correction: Literal["bonferroni", "none"] = "bonferroni"
     metric_tolerance: float = Field(0.05, ge=0, le=1)  # live accuracy/macro_f1 may be this far below validation
     min_labels: int = Field(20, ge=1)  # labelled rows needed before live metrics are judged
     retrain_on_drift: bool = False  # start the retrain deployment on drift (once per window and day)

@@ -8,7 +8,9 @@
 Verdicts by group: image properties, prediction and confidence (margin, entropy) drift when `drift_share` of
 their columns fail Evidently's per-column test; embeddings drift when a classifier tells window rows from
 reference rows on held-out data better than chance (Evidently's own embedding method, `model`, does this
-too, but it also fits a t-SNE for its plot on every run: 27 s for 180 rows on this 2-core machine).
+too, but it also fits a t-SNE for its plot on every run: 27 s for 180 rows on this 2-core machine). Under
+monitor.correction=bonferroni every p-value threshold is divided by the number of groups: four chances to alarm
+on a quiet night would otherwise add up.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ml.config.production import IMAGE_PROPERTIES, MonitorConfig
+from ml.config.production import IMAGE_PROPERTIES, P_VALUE_STATTESTS, MonitorConfig
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot  # evidently is imported lazily (_evidently)
@@ -100,15 +102,17 @@ def _evidently() -> SimpleNamespace:
     )
 
 
-def _test_of(column: str, cfg: MonitorConfig) -> tuple[str, float]:
-    """(Evidently method, threshold) for a column: its own entry in monitor.columns, else the defaults."""
+def _test_of(column: str, cfg: MonitorConfig, family: int = 1) -> tuple[str, float]:
+    """(Evidently method, threshold) for a column: its own entry in monitor.columns, else the defaults; a p-value
+    threshold shared among `family` group verdicts (monitor.correction)."""
     own = cfg.columns.get(column)
     method = (own and own.method) or (cfg.cat_stattest if column == "pred" else cfg.stattest)
-    return method, (own and own.threshold) or cfg.threshold
+    threshold = (own and own.threshold) or cfg.threshold
+    return method, threshold / family if method in P_VALUE_STATTESTS else threshold
 
 
 def column_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, groups: dict[str, list[str]], cfg: MonitorConfig
+    reference: pd.DataFrame, current: pd.DataFrame, groups: dict[str, list[str]], cfg: MonitorConfig, family: int = 1
 ) -> list[dict[str, Any]]:
     """Evidently's drift test of every column: the same stattest and threshold its ValueDrift metric applies."""
     ev = _evidently()
@@ -116,7 +120,7 @@ def column_drift(
     for group, columns in groups.items():
         for column in columns:
             kind = ev.ColumnType.Categorical if column == "pred" else ev.ColumnType.Numerical
-            method, threshold = _test_of(column, cfg)
+            method, threshold = _test_of(column, cfg, family)
             test = ev.get_stattest(reference[column], current[column], kind, method)
             result = test(reference[column], current[column], kind, threshold)
             rows.append(
@@ -139,17 +143,19 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorCon
     if len(cur) < cfg.min_rows:
         return DriftResult("too few rows", [], {}, len(ref), len(cur))
     groups = {"image properties": [c for c in IMAGE_PROPERTIES if c in ref and c in cur], **GROUPS}
-    rows = column_drift(ref, cur, groups, cfg)
+    emb = embedding_columns_of(ref, cur)
+    family = len(groups) + bool(emb) if cfg.correction == "bonferroni" else 1
+    rows = column_drift(ref, cur, groups, cfg, family)
     verdicts = {
         g: sum(r["drifted"] for r in rows if r["group"] == g) >= cfg.drift_share * len(cols)
         for g, cols in groups.items()
     }
-    emb = embedding_columns_of(ref, cur)
     if emb:
         auc, p = embedding_drift(ref[emb].to_numpy(), cur[emb].to_numpy(), seed)
-        verdicts[EMBEDDING] = p < cfg.embedding_threshold
+        threshold = cfg.embedding_threshold / family
+        verdicts[EMBEDDING] = p < threshold
         method = f"domain classifier ROC AUC {auc:.3f}, p-value"
-        row = {"column": f"{emb[0]}..{emb[-1]}", "method": method, "threshold": cfg.embedding_threshold, "score": p}
+        row = {"column": f"{emb[0]}..{emb[-1]}", "method": method, "threshold": threshold, "score": p}
         rows.append({"group": EMBEDDING, **row, "drifted": verdicts[EMBEDDING]})
     verdict = "drift" if any(verdicts.values()) else "no drift"
     return DriftResult(verdict, rows, verdicts, len(ref), len(cur))
