@@ -158,11 +158,14 @@ def soak(nights: int, schedule: dict[int, str], root: Path, log: Path | None = N
         worker = stack.enter_context(started([PREFECT, "worker", "start", "--pool", "visionflow"], env, worker_log))
         plan = Nights(world, server, env, receiver, s3, stack, worker, root)
         print(" | ".join([*COLUMNS, "test_acc"]), flush=True)
-        for n in range(1, nights + 1):
-            rows.append(plan.night(n, schedule.get(n)))
-            print(table(rows).splitlines()[-1], flush=True)
-            if log:
-                log.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        try:
+            for n in range(1, nights + 1):
+                rows.append(plan.night(n, schedule.get(n)))
+                print(table(rows).splitlines()[-1], flush=True)
+                if log:
+                    log.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        except KeyboardInterrupt:  # Ctrl-C: the finished nights are judged and written, the servers stopped
+            print(f"interrupted during night {len(rows) + 1}", file=sys.stderr, flush=True)
     return rows, judge(rows, schedule)
 
 
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine(),
         "nights": a.nights,
+        "nights_run": len(rows),
         "schedule": {str(k): v for k, v in schedule.items()},
         "minutes": round((time.monotonic() - start) / 60, 1),
         "passed": verdict.passed,
@@ -192,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "soak-partial.json").unlink(missing_ok=True)
     checks = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in verdict.checks.items())
     notes = "\n".join(f"- {k}: {v}" for k, v in verdict.notes.items())
+    ran = f"{len(rows)} nights" if len(rows) == a.nights else f"{len(rows)} of {a.nights} nights (interrupted)"
     md = (
-        f"# Soak: {a.nights} nights, {result['minutes']} min\n\nMachine: {json.dumps(result['machine'])}\n\n"
+        f"# Soak: {ran}, {result['minutes']} min\n\nMachine: {json.dumps(result['machine'])}\n\n"
         f"Faults: {result['schedule']}\n\n{table(rows)}\n\n{checks}\n{notes}\n"
     )
     (a.out / "soak.md").write_text(md)

@@ -106,6 +106,7 @@ class Nights:
             "retention.keep_history": 2,
             "retention.unpromoted_days": 0,
             "retention.incomplete_hours": 0.01,
+            "retention.reports_keep": 3,  # a soak night is minutes: the 90-day age rule never fires
         }
 
     def restart_s3(self) -> None:
