@@ -204,6 +204,9 @@ def test_a_cli_triggered_run_completes_on_the_worker_and_publishes(server: Serve
     flt = {"artifacts": {"flow_run_id": {"any_": [demo_run.id]}}}
     keys = {a["key"] for a in server.api.post("/artifacts/filter", json=flt).raise_for_status().json()}
     assert {"demo-metrics", "demo-summary"} <= keys
+    logs = server.api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [demo_run.id]}}, "limit": 200})
+    by_logger = {(log["name"], log["message"].split(" ")[0]) for log in logs.raise_for_status().json()}
+    assert {("ml.training.loop", "epoch"), ("ml.training.run_dirs", "run")} <= by_logger  # ml/ logs reach the UI
 
 
 def _slot_logs(api: httpx.Client, since: str) -> dict[str, list[tuple[str, str, str]]]:
