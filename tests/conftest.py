@@ -62,6 +62,16 @@ def tiny_seg_overrides(tmp: Path, **extra) -> dict:
     return {**_in_tmp(tmp), **shrunk, **extra}
 
 
+# The longest files (minutes each: real servers, several flow runs), collected first: under `make test`'s two
+# processes they then run beside the short ones instead of one finishing alone at the end.
+LONGEST_FIRST = ("test_soak.py", "test_deployments.py", "test_label_studio.py", "test_retrain_flow.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> RunConfig:
     return load_config("demo", tiny_overrides(tmp_path))
