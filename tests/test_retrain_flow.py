@@ -65,9 +65,9 @@ def _sets(overrides: dict) -> list[str]:
     return ["--preset", "demo", *[a for s in sets for a in ("--set", s)]]
 
 
-def _summary(out: subprocess.CompletedProcess, codes: tuple[int, ...] = (0,)) -> dict:
-    """The JSON last line of a run that exited with one of `codes` (1: published, not promoted)."""
-    assert out.returncode in codes, out.stderr[-2000:]
+def _summary(out: subprocess.CompletedProcess) -> dict:
+    """The JSON last line of a run that exited 0."""
+    assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -100,10 +100,7 @@ def test_a_retrain_killed_mid_training_resumes_in_a_new_process(tmp_path):
 
     resumed = _summary(_cli(*_sets(over)))["training"]
     assert killed_after <= resumed["resumed_from"] < 6 and resumed["epochs_run"] == 6  # at most one epoch lost
-    assert resumed["run_folder"].startswith("resuming ")
-    fresh = _summary(_cli(*_sets({**over, "train.lr": 0.01})), codes=(0, 1))["training"]  # it may lose to the first
-    assert fresh["resumed_from"] is None and fresh["run_dir"] != resumed["run_dir"]
-    assert "config changed (train.lr 0.002 -> 0.01)" in fresh["run_folder"]
+    assert resumed["run_folder"].startswith("resuming ")  # a changed config starts fresh: tests/test_train.py
 
 
 def test_cli_rejects_a_bad_key_before_any_work(tmp_path):
