@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,10 +31,12 @@ from tests.s3_servers import S3Server, StallingProxy, rclone_serving
 
 MODEL = "demo"
 STORE = "s3://bucket/store"
-EPOCHS = 3
+EPOCHS = 6  # 3 left the candidate under-fit and noisy: a quiet night failed the champion rule by more than noise
 ARRIVALS_PER_CLASS = 10  # 40 new images a night: above the monitor's min_rows (30)
 LABEL_BUDGET = 12
 RUN_TIMEOUT_S = 420
+# the request line of publish's report.md upload: after model.onnx, before metadata.json (the version's commit point)
+PUBLISH_UPLOAD = re.compile(rb"PUT \S*/versions/\S*/report\.md[ ?]")
 
 
 @dataclass
@@ -169,18 +174,15 @@ class Nights:
 
         return poll, killed
 
-    def kill_s3_at_publish(self, t0: float):
-        """When the run has written its report (report.md, the step before the reference and publish; task-run
-        states reach the API too late to catch a seconds-long publish): stop the S3 server."""
-        done: list[bool] = []
+    def killed_at_publish(self) -> StallingProxy:
+        """A proxy to the S3 server that SIGKILLs it mid-publish: at the upload of the version's report.md, when its
+        model.onnx is stored and its metadata.json is not."""
+        server = self.s3
 
-        def poll(run_id: str) -> None:
-            reports = (self.root / "runs" / MODEL).glob("*/report.md")
-            if not done and any(r.stat().st_mtime > t0 for r in reports):
-                self.s3_stack.close()
-                done.append(True)
+        def kill() -> None:
+            os.kill(server.pid, signal.SIGKILL)
 
-        return poll
+        return StallingProxy(("127.0.0.1", urlparse(server.endpoint).port), (PUBLISH_UPLOAD, kill))
 
     # --- the night ---------------------------------------------------------------------------------------------
     def retrain(self, n: Night) -> dict[str, Any]:
@@ -198,7 +200,9 @@ class Nights:
             run = self.wait(self.trigger(self.overrides()), poll)
             n.epochs_lost = killed.get("epochs")
         elif n.fault == "s3-kill":
-            run = self.wait(self.trigger(self.overrides()), self.kill_s3_at_publish(t0))
+            proxy = self.killed_at_publish()
+            run = self.wait(self.trigger(self.overrides(proxy.endpoint)))
+            proxy.close()
             self.restart_s3()
         else:
             return self.wait(self.trigger(self.overrides()))

@@ -11,6 +11,7 @@ Both speak to boto3 through the environment that ``aws_env`` sets: dummy credent
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ ACCESS_KEY, SECRET_KEY, REGION = "visionflow-test-key", "visionflow-test-secret"
 class S3Server:
     endpoint: str
     data_dir: Path | None = None  # where a disk-backed server keeps bucket/<key> files
+    pid: int | None = None  # the server's process, where this harness started one
 
     def client(self):
         return boto3.client(
@@ -108,7 +110,7 @@ def rclone_serving(root: Path, addr: str | None = None) -> Iterator[S3Server]:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         _wait_until_answering(f"http://{addr}/", proc, log)
-        yield S3Server(f"http://{addr}", data_dir=root / "data")
+        yield S3Server(f"http://{addr}", data_dir=root / "data", pid=proc.pid)
     finally:
         proc.terminate()
         try:
@@ -183,10 +185,15 @@ class SilentServer(_Listener):
 
 class StallingProxy(_Listener):
     """Forwards TCP to `target` (host, port) both ways until ``stall()``; from then on it forwards nothing, on
-    open and new connections alike, and answers nothing: the server stopped answering mid-way."""
+    open and new connections alike, and answers nothing: the server stopped answering mid-way.
 
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.stalled = target, threading.Event()
+    With `trip` (a request-line prefix and a callback), the first request whose line starts with it is not
+    forwarded: the callback runs (the soak SIGKILLs the server behind) and the proxy closes, so that request and
+    every later one find the server gone. A fault at a chosen request (e.g. the upload of a version's
+    model.onnx), not at whatever moment a poll caught."""
+
+    def __init__(self, target: tuple[str, int], trip: tuple[re.Pattern[bytes], Callable[[], None]] | None = None):
+        self.target, self.stalled, self.trip = target, threading.Event(), trip
         super().__init__()
 
     def stall(self) -> None:
@@ -196,10 +203,14 @@ class StallingProxy(_Listener):
         upstream = socket.create_connection(self.target)
         self._conns.append(upstream)
         threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
-        self._pump(conn, upstream)
+        self._pump(conn, upstream, self.trip)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, trip=None) -> None:
         while (data := self._recv(src)) != b"":
+            if data and trip and trip[0].match(data):
+                trip[1]()
+                self.close()
+                return
             if data and not self.stalled.is_set():
                 try:
                     dst.sendall(data)
