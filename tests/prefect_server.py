@@ -84,7 +84,10 @@ def serving(home: Path) -> Iterator[Server]:
     env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     url = f"http://127.0.0.1:{port}"
     log = home / "server.log"
-    with started([*MAKE, "server", f"PORT={port}"], env, log) as proc, httpx.Client(base_url=f"{url}/api") as api:
+    # timeout: a SQLite server under load stalls for seconds ("database is locked", retried inside the server);
+    # httpx's 5 s default failed the soak's polling on one such stall
+    api_client = httpx.Client(base_url=f"{url}/api", timeout=60)
+    with started([*MAKE, "server", f"PORT={port}"], env, log) as proc, api_client as api:
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, f"the server exited:\n{tail(log)}"
