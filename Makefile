@@ -35,11 +35,12 @@ venv: $(STAMP) ## create .venv and install the lock (skipped when up to date)
 demo: $(STAMP) ## run the whole retrain pipeline on generated data, no server
 	$(PY) -m flows.demo
 
-# pytest processes for `make test`, each taking whole files (their servers are module fixtures); most of the
+# pytest processes for `make test`, each taking whole files (their servers are module fixtures) in collection
+# order, which tests/conftest.py starts with the longest (xdist's default order is most tests first); most of the
 # suite waits on subprocesses and servers, so 2 roughly halve its time on a 2-core machine. TEST_WORKERS=0: serial
 TEST_WORKERS ?= 2
 test: $(STAMP) ## run the test suite
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

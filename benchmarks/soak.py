@@ -17,7 +17,9 @@ that makes the candidate worse (the operator removes a bad delivery after its al
 
 Pass: no run left RUNNING, each fault alerted exactly once and no alert on a quiet night, production never a failed,
 partial or worse version, disk (runs + store) after the last night within 1.2x of night 5 (when there is one),
-production's accuracy on a fixed test set (never trained on) never drops. Prints the table per night and writes
+production's accuracy on a fixed test set (never trained on) never drops beyond noise: no promotion whose paired 95%
+bootstrap interval of the change lies below 0 (the gate's own statistic; point drops are listed in the notes, since
+two equally good versions differ by ~0.03 on 200 test images). Prints the table per night and writes
 <out>/soak.json and soak.md (default benchmarks/results/) with the machine; exit code 1 when a criterion fails.
 """
 
@@ -69,8 +71,13 @@ def judge(nights: list[Night], schedule: dict[int, str]) -> Verdict:
     )
     checks["no alert on a quiet night"] = all(n.alerts == 0 for n in nights if not n.fault)
     checks["production never failed, partial or worse"] = all(n.production_ok for n in nights)
-    accs = [n.test_accuracy for n in nights if n.test_accuracy is not None]
-    checks["production test accuracy never drops"] = all(b >= a for a, b in zip(accs, accs[1:], strict=False))
+    changes = {n.night: n.accuracy_change_ci for n in nights if n.accuracy_change_ci is not None}
+    checks["production test accuracy never drops beyond noise"] = all(high >= 0 for _, high in changes.values())
+    accs = [(n.night, n.test_accuracy) for n in nights if n.test_accuracy is not None]
+    notes["point drops of test accuracy (night: before -> after)"] = {
+        night: f"{a} -> {b}" for (_, a), (night, b) in zip(accs, accs[1:], strict=False) if b < a
+    }
+    notes["promotions' test accuracy change, paired 95% CI"] = changes
     if len(nights) >= 5:
         growth = nights[-1].disk_mb / nights[4].disk_mb
         notes["disk growth (last / night 5)"] = round(growth, 3)

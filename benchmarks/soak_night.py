@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import psutil
 
 from benchmarks.soak_world import World, disk_mb
+from ml.evaluation.stats import paired_bootstrap, resampled_metric
 from ml.registry.holdout import evaluate_version
 from ml.registry.storage import open_store
 from ml.registry.versions import Registry
@@ -54,6 +56,7 @@ class Night:
     production: str | None = None
     production_ok: bool = True
     test_accuracy: float | None = None
+    accuracy_change_ci: tuple[float, float] | None = None  # a promotion's paired 95% interval vs the last production
     fail_s: float | None = None  # stall night: the stalled run's start to its failure
     labeled: int = 0
     seconds: float = 0.0
@@ -86,7 +89,7 @@ class Nights:
         stack.callback(self.s3_stack.close)
         self.deployment = server.api.get(f"/deployments/name/retrain/{MODEL}").raise_for_status().json()["id"]
         self.prev_production: str | None = None
-        self.prev_accuracy: float | None = None
+        self.prev_rows: list[dict] | None = None  # the last production's per-image test predictions
 
     # --- the store -------------------------------------------------------------------------------------------
     def store(self):
@@ -121,13 +124,26 @@ class Nights:
         self.s3 = self.s3_stack.enter_context(rclone_serving(self.root / "s3", addr))
 
     # --- flow runs ---------------------------------------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs) -> Any:
+        """One call to the server, retried for up to 2 min while it answers 5xx or not at all: the SQLite server
+        under load stalls and once answered 503 to create_flow_run (the worker's client retries alike)."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = self.server.api.request(method, path, **kwargs)
+                if response.status_code < 500 or time.monotonic() > deadline:
+                    return response.raise_for_status().json()
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(2)
+
     def trigger(self, overrides: dict[str, Any]) -> str:
         body = {"parameters": {"preset": MODEL, "overrides": overrides}}
-        run = self.server.api.post(f"/deployments/{self.deployment}/create_flow_run", json=body)
-        return run.raise_for_status().json()["id"]
+        return self.api("POST", f"/deployments/{self.deployment}/create_flow_run", json=body)["id"]
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
-        return self.server.api.get(f"/flow_runs/{run_id}").raise_for_status().json()
+        return self.api("GET", f"/flow_runs/{run_id}")
 
     def wait(self, run_id: str, poll=None) -> dict[str, Any]:
         """Until the run is final; `poll()` is called every 0.3 s meanwhile (a fault's trigger)."""
@@ -141,7 +157,7 @@ class Nights:
     def logs(self, run_id: str) -> list[str]:
         """Every log line of the run (the API answers a page at a time)."""
         flt, found = {"logs": {"flow_run_id": {"any_": [run_id]}}}, []
-        while page := self.server.api.post("/logs/filter", json=flt | {"offset": len(found)}).json():
+        while page := self.api("POST", "/logs/filter", json=flt | {"offset": len(found)}):
             found += [log["message"] for log in page]
         return found
 
@@ -275,10 +291,23 @@ class Nights:
         if n.production is None:
             return
         n.promoted = n.production != self.prev_production
-        result = evaluate_version(registry, MODEL, n.production, self.world.test, self.root / "eval" / str(n.night))
+        workdir = self.root / "eval" / str(n.night)
+        result = evaluate_version(registry, MODEL, n.production, self.world.test, workdir, rows=True)
         n.test_accuracy = round(result["metrics"]["accuracy"], 4)
+        if self.prev_rows is not None and n.promoted:
+            n.accuracy_change_ci = accuracy_change_ci(result["rows"], self.prev_rows)
         listed = n.production in registry.versions(MODEL)
         from_completed = not n.promoted or n.states[-1] == "COMPLETED"
-        not_worse = self.prev_accuracy is None or n.test_accuracy >= self.prev_accuracy
+        not_worse = n.accuracy_change_ci is None or n.accuracy_change_ci[1] >= 0
         n.production_ok = listed and from_completed and not_worse
-        self.prev_production, self.prev_accuracy = n.production, n.test_accuracy
+        self.prev_production, self.prev_rows = n.production, result["rows"]
+
+
+def accuracy_change_ci(rows: list[dict], before: list[dict]) -> tuple[float, float]:
+    """95% paired-bootstrap interval of tonight's production accuracy minus the last one's on the fixed test set
+    (the gate's own interval): below 0 throughout is a worse version; a point drop inside it is the test set's
+    noise (two equally good versions differ by ~0.03 on 200 images)."""
+    classes = 1 + max(r[k] for r in rows + before for k in ("target", "pred"))
+    new, old = (resampled_metric(r, "accuracy", classes) for r in (rows, before))
+    low, high = paired_bootstrap(new, old, len(rows), resamples=2000, confidence=0.95)
+    return round(low, 4), round(high, 4)

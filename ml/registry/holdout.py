@@ -44,9 +44,10 @@ def prepare_holdout(cfg: RunConfig, classes: list[str], out_dir: Path) -> Prepar
 
 
 def evaluate_version(
-    registry: Registry, model: str, version: str | None, data_root: Path, workdir: Path
+    registry: Registry, model: str, version: str | None, data_root: Path, workdir: Path, rows: bool = False
 ) -> dict[str, Any]:
-    """Metrics of `model`@`version` (default: production) on every image under `data_root`."""
+    """Metrics of `model`@`version` (default: production) on every image under `data_root`; with `rows`, a
+    classifier's per-image {target, pred} too (in a fixed order), for a paired comparison of two versions."""
     if version is None:
         alias = registry.get_alias(model, PRODUCTION)
         if alias is None:
@@ -65,7 +66,11 @@ def evaluate_version(
         probs = class_probs(onnx, images, prepared.classes)
         threshold = decision_threshold(meta)
         metrics = classification_metrics(targets, probs, prepared.classes, threshold)
-        sources = by_source(prepared, "val", targets, decide(probs, threshold))
+        preds = decide(probs, threshold)
+        sources = by_source(prepared, "val", targets, preds)
         if sources is not None:
             metrics["by_source"] = sources
-    return {"model": model, "version": version, "data": str(data_root), "task": cfg.model.task, "metrics": metrics}
+    result = {"model": model, "version": version, "data": str(data_root), "task": cfg.model.task, "metrics": metrics}
+    if rows and cfg.model.task != "segment":
+        result["rows"] = [{"target": int(t), "pred": int(p)} for t, p in zip(targets, preds, strict=True)]
+    return result
